@@ -1,0 +1,132 @@
+//! `wafer deploy`: upload a component and its manifest to a running wafer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use serde::Deserialize;
+use wafer_gateway::Manifest;
+use wafer_gateway::manifest::{ByteSize, HumanDuration};
+
+use crate::client::{Client, ServerArgs};
+use crate::project::Project;
+
+#[derive(clap::Args)]
+pub struct Deploy {
+    /// A manifest, or a folder holding wafer.toml [default: the current folder, unless --wasm].
+    path: Option<PathBuf>,
+    /// Function name (overrides the manifest's).
+    #[arg(long)]
+    name: Option<String>,
+    /// Deploy this component file without a manifest (needs --name).
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
+    /// Route prefix [default: /NAME].
+    #[arg(long)]
+    route: Option<String>,
+    /// Environment variable for the guest (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Memory limit per instance, e.g. 64MiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Wall-clock limit per call, e.g. 10s.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Calls that may run at once.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Deserialize)]
+struct Deployed {
+    name: String,
+    version: u64,
+    route: String,
+}
+
+impl Deploy {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let (mut manifest, component) = match (&self.wasm, &self.path) {
+            (Some(_), Some(_)) => bail!("give either a manifest PATH or --wasm, not both"),
+            (Some(wasm), None) => {
+                let bytes = std::fs::read(wasm)
+                    .with_context(|| format!("failed to read component {}", wasm.display()))?;
+                (Manifest::default(), bytes)
+            }
+            (None, path) => {
+                let project = Project::load(path.as_deref().unwrap_or(".".as_ref()))?;
+                let bytes = project.component()?;
+                (project.manifest, bytes)
+            }
+        };
+        if let Some(name) = &self.name {
+            manifest.name = Some(name.clone());
+        }
+        let Some(name) = manifest.name.clone() else {
+            bail!("no function name: pass --name or set `name` in the manifest");
+        };
+        self.apply_overrides(&mut manifest)?;
+        // Catch mistakes before uploading; the server checks again.
+        manifest.validate(&name)?;
+
+        let client = Client::new(&self.server)?;
+        let form = Form::new()
+            .part(
+                "manifest",
+                Part::text(serde_json::to_string(&manifest.server_side())?)
+                    .mime_str("application/json")?,
+            )
+            .part(
+                "component",
+                Part::bytes(component)
+                    .file_name(format!("{name}.wasm"))
+                    .mime_str("application/wasm")?,
+            );
+        let response = client
+            .send(
+                client
+                    .request(Method::PUT, &format!("/_wafer/v1/functions/{name}"))
+                    .multipart(form),
+            )
+            .await
+            .with_context(|| format!("failed to deploy `{name}`"))?;
+        let deployed: Deployed = response.json().await?;
+        println!(
+            "deployed {} v{} at {}{}",
+            deployed.name,
+            deployed.version,
+            client.base(),
+            deployed.route
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn apply_overrides(&self, manifest: &mut Manifest) -> anyhow::Result<()> {
+        if let Some(route) = &self.route {
+            manifest.route = Some(route.clone());
+        }
+        for pair in &self.env {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--env expects KEY=VALUE, got `{pair}`");
+            };
+            manifest.env.insert(key.to_string(), value.to_string());
+        }
+        if let Some(memory) = &self.memory {
+            manifest.limits.memory =
+                Some(ByteSize::parse(memory).map_err(|e| anyhow::anyhow!("--memory: {e}"))?);
+        }
+        if let Some(timeout) = &self.timeout {
+            manifest.limits.timeout =
+                Some(HumanDuration::parse(timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?);
+        }
+        if let Some(concurrency) = self.concurrency {
+            manifest.limits.concurrency = Some(concurrency);
+        }
+        Ok(())
+    }
+}

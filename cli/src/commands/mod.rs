@@ -1,0 +1,39 @@
+//! The subcommands, one file each.
+
+mod delete;
+mod deploy;
+mod invoke;
+mod list;
+mod logs;
+mod up;
+
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Run the gateway and a worker in this process, deploying the given functions first.
+    Up(up::Up),
+    /// Deploy (create or replace) a function from a manifest or from flags.
+    Deploy(deploy::Deploy),
+    /// List deployed functions and their state.
+    List(list::List),
+    /// Call a function and print its response body.
+    Invoke(invoke::Invoke),
+    /// Print a function's stdout and stderr.
+    Logs(logs::Logs),
+    /// Delete a function.
+    Delete(delete::Delete),
+}
+
+impl Command {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Up(c) => c.run().await,
+            Command::Deploy(c) => c.run().await,
+            Command::List(c) => c.run().await,
+            Command::Invoke(c) => c.run().await,
+            Command::Logs(c) => c.run().await,
+            Command::Delete(c) => c.run().await,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `wafer up`: the gateway and a worker in this process, with a local data directory.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wafer_gateway::{Gateway, GatewayConfig};
+use wafer_worker::{EngineConfig, Worker, WorkerConfig};
+
+use crate::project::Project;
+
+#[derive(clap::Args)]
+pub struct Up {
+    /// Function manifests, or folders holding wafer.toml, to deploy at start (built first when
+    /// the manifest has a build command and the component is stale).
+    paths: Vec<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Data directory: function records, components, compiled code, logs, admin token.
+    #[arg(long, default_value = ".wafer")]
+    data: PathBuf,
+    /// Admin API token [default: $WAFER_TOKEN, else DATA/admin-token, created if missing].
+    #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Live instances (warm or busy) across all functions.
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+    /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+impl Up {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("failed to create data directory {}", self.data.display()))?;
+        check_writable(&self.data)?;
+        let token = match self.token.clone() {
+            Some(token) if token.trim().is_empty() => bail!("the admin token must not be empty"),
+            Some(token) => token,
+            None => load_or_create_token(&self.data.join("admin-token"))?,
+        };
+        // Bind first so that a taken port fails before any build or compile.
+        let listener = TcpListener::bind(&self.listen)
+            .await
+            .with_context(|| format!("failed to bind the gateway listener on {}", self.listen))?;
+        let addr = listener.local_addr()?;
+
+        let registry = prometheus::Registry::new();
+        let worker = Worker::new(WorkerConfig {
+            data_dir: self.data.clone(),
+            engine: EngineConfig {
+                max_instances: self.max_instances,
+                ..EngineConfig::default()
+            },
+            registry: registry.clone(),
+        })
+        .context("failed to start the worker")?;
+        let gateway = Gateway::open(
+            GatewayConfig {
+                data_dir: self.data.clone(),
+                admin_token: token,
+                ..GatewayConfig::default()
+            },
+            Arc::new(worker),
+            registry,
+        )
+        .await
+        .context("failed to load deployed functions")?;
+
+        for path in &self.paths {
+            let project = Project::load(path)?;
+            let name = project.name()?;
+            let component = project.component()?;
+            let (record, _) = gateway
+                .functions
+                .deploy(&name, project.manifest.clone(), component.into())
+                .await
+                .with_context(|| format!("failed to deploy {}", path.display()))?;
+            eprintln!("deployed {name} v{} at http://{addr}{}", record.version, record.route);
+        }
+        for record in gateway.functions.list() {
+            tracing::info!(function = %record.name, url = %format!("http://{addr}{}", record.route), "serving");
+        }
+
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new connections; finishing calls in flight");
+            let _ = stop_tx.send(true);
+            wait_for_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+        let mut stopped = stop_rx.clone();
+        let server = wafer_gateway::serve(listener, gateway, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        eprintln!("listening on http://{addr}");
+        let drain = self.drain_timeout;
+        tokio::select! {
+            result = server => result.context("the gateway failed")?,
+            _ = async {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+                tokio::time::sleep(drain).await;
+            } => {
+                tracing::warn!(?drain, "calls still in flight after the drain timeout; exiting anyway");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Fails early, with the path, if the data directory cannot be written.
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("data directory {} is not writable", dir.display()))
+}
+
+/// Reads the token file, or creates it (mode 0600) with a fresh random token.
+fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => bail!("{} is empty; delete it to get a new token", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    eprintln!("created admin token in {}", path.display());
+    Ok(token)
+}

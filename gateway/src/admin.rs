@@ -1,0 +1,304 @@
+//! The admin API under `/_wafer/v1/` (bearer token required), plus `/_wafer/healthz` and
+//! `/_wafer/metrics` (open, like most exporters; they carry no secrets).
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/_wafer/v1/functions` | list functions |
+//! | PUT | `/_wafer/v1/functions/{name}` | create or replace: multipart `manifest` (JSON or TOML) + `component` |
+//! | GET | `/_wafer/v1/functions/{name}` | one function |
+//! | DELETE | `/_wafer/v1/functions/{name}` | delete it |
+//! | any | `/_wafer/v1/functions/{name}/invoke` | call it, bypassing routes; `x-wafer-path` sets the path it sees |
+//! | GET | `/_wafer/v1/functions/{name}/logs?tail=N&follow=true` | its output, as JSON lines |
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+use wafer_worker::FunctionStatus;
+use wafer_worker::logs::LogLine;
+
+use crate::error::ApiError;
+use crate::functions::Record;
+use crate::manifest::{Manifest, validate_name};
+use crate::{Gateway, trigger};
+
+pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    let max_upload = usize::try_from(gateway.config.max_upload).unwrap_or(usize::MAX);
+    let v1 = Router::new()
+        .route("/_wafer/v1/functions", get(list))
+        .route(
+            "/_wafer/v1/functions/{name}",
+            get(show)
+                .put(deploy)
+                .delete(delete)
+                .layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/_wafer/v1/functions/{name}/invoke", any(invoke))
+        .route("/_wafer/v1/functions/{name}/logs", get(logs))
+        .route("/_wafer/v1/{*rest}", any(unknown))
+        .route_layer(middleware::from_fn_with_state(gateway, require_token));
+    Router::new()
+        .route("/_wafer/healthz", get(healthz))
+        .route("/_wafer/metrics", get(metrics))
+        .merge(v1)
+}
+
+/// Rejects requests without `Authorization: Bearer <the admin token>`. The comparison takes the
+/// same time whatever the guess.
+async fn require_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = gateway.config.admin_token.as_bytes();
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected)) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+async fn unknown(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no wafer API at {}", uri.path()))
+}
+
+async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let worker = gateway.backend().health();
+    let status = if worker.shutting_down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "status": if worker.shutting_down { "stopping" } else { "ok" },
+        "functions": gateway.functions.list().len(),
+        "worker": worker,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&gateway.metrics.gather())
+        .unwrap_or_else(|e| format!("# failed to encode metrics: {e}\n"));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// A function as the API shows it.
+#[derive(Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub version: u64,
+    pub digest: String,
+    pub route: String,
+    /// RFC 3339.
+    pub deployed_at: String,
+    pub manifest: Manifest,
+    /// The worker's view; absent if the function is recorded but could not be loaded.
+    pub status: Option<FunctionStatus>,
+}
+
+fn info(gateway: &Gateway, record: Record) -> FunctionInfo {
+    let deployed_at = UNIX_EPOCH + Duration::from_millis(record.deployed_at_ms);
+    FunctionInfo {
+        status: gateway.backend().status(&record.name),
+        deployed_at: humantime::format_rfc3339_millis(deployed_at).to_string(),
+        name: record.name,
+        version: record.version,
+        digest: record.digest,
+        route: record.route,
+        manifest: record.manifest,
+    }
+}
+
+async fn list(State(gateway): State<Arc<Gateway>>) -> Json<Vec<FunctionInfo>> {
+    Json(
+        gateway
+            .functions
+            .list()
+            .into_iter()
+            .map(|r| info(&gateway, r))
+            .collect(),
+    )
+}
+
+fn known(gateway: &Gateway, name: &str) -> Result<Record, ApiError> {
+    gateway
+        .functions
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))
+}
+
+async fn show(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let record = known(&gateway, &name)?;
+    Ok(Json(info(&gateway, record)))
+}
+
+async fn deploy(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    validate_name(&name)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > gateway.config.max_upload
+    {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "upload of {n} bytes is over the limit of {} bytes",
+            gateway.config.max_upload
+        )));
+    }
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected a multipart/form-data upload with fields `manifest` and `component`: {}",
+            e.body_text()
+        ))
+    })?;
+    let mut manifest = None;
+    let mut component = None;
+    while let Some(field) = multipart.next_field().await.map_err(upload_error)? {
+        let field_name = field.name().unwrap_or("").to_string();
+        let is_toml = field.content_type().is_some_and(|t| t.contains("toml"))
+            || field.file_name().is_some_and(|f| f.ends_with(".toml"));
+        let bytes: Bytes = field.bytes().await.map_err(upload_error)?;
+        match field_name.as_str() {
+            "manifest" if is_toml => {
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| ApiError::BadRequest("manifest: not UTF-8".into()))?;
+                manifest = Some(Manifest::from_toml(text)?);
+            }
+            "manifest" => manifest = Some(Manifest::from_json(&bytes)?),
+            "component" => component = Some(bytes),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected multipart field `{other}` (expected `manifest` and `component`)"
+                )));
+            }
+        }
+    }
+    let component = component
+        .ok_or_else(|| ApiError::BadRequest("missing multipart field `component`".into()))?;
+    let (record, created) = gateway
+        .functions
+        .deploy(&name, manifest.unwrap_or_default(), component)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info(&gateway, record))).into_response())
+}
+
+fn upload_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("upload is over the size limit: {}", e.body_text()))
+    } else {
+        ApiError::BadRequest(format!("malformed upload: {}", e.body_text()))
+    }
+}
+
+async fn delete(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if gateway.functions.delete(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no function named `{name}`")))
+    }
+}
+
+async fn invoke(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let record = known(&gateway, &name)?;
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .headers
+        .remove("x-wafer-path")
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or(record.route);
+    parts.uri = path
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("x-wafer-path: `{path}` is not a path: {e}")))?;
+    // The admin token is for wafer, never for the function.
+    parts.headers.remove(header::AUTHORIZATION);
+    Ok(trigger::http::call(&gateway, &name, Request::from_parts(parts, body)).await)
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    known(&gateway, &name)?;
+    let sink = gateway
+        .backend()
+        .logs(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no logs for `{name}`")))?;
+    // Subscribe before reading the backlog so that no line falls between the two.
+    let follow = query.follow.then(|| sink.subscribe());
+    let backlog = sink.recent(query.tail.unwrap_or(100));
+    drop(sink);
+    let backlog = futures::stream::iter(backlog.into_iter().map(|line| Ok(json_line(&line))));
+    let live = futures::stream::unfold(follow, |rx| async move {
+        let mut rx = rx?;
+        let text = match rx.recv().await {
+            Ok(line) => json_line(&line),
+            Err(RecvError::Lagged(n)) => {
+                let note = serde_json::json!({"stream": "wafer", "text": format!("{n} lines skipped: the reader fell behind")});
+                format!("{note}\n")
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(text), Some(rx)))
+    });
+    let body = Body::from_stream(backlog.chain(live).map(|r: Result<String, std::convert::Infallible>| r));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn json_line(line: &LogLine) -> String {
+    let mut text = serde_json::to_string(line).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,119 @@
+//! The gateway's errors and the one place they become HTTP responses.
+//!
+//! Every error answers `{"error": "..."}` with the status that fits, plus an `x-wafer-error`
+//! header naming the kind so that clients can tell a platform error from a function's own 500.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wafer_worker::{DeployError, InvokeError};
+
+use crate::manifest::ManifestError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("missing or invalid admin token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ApiError {
+    pub fn storage(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApiError {
+        let context = context.into();
+        move |source| ApiError::Storage { context, source }
+    }
+
+    fn status_and_kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Manifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
+            ApiError::Invoke(e) => {
+                let status = match e {
+                    InvokeError::NotFound(_) => StatusCode::NOT_FOUND,
+                    InvokeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    InvokeError::NoCapacity { .. } | InvokeError::ShuttingDown => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    InvokeError::MemoryLimit { .. }
+                    | InvokeError::Trap { .. }
+                    | InvokeError::Instantiate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                    InvokeError::NoResponse { .. } | InvokeError::Guest { .. } => {
+                        StatusCode::BAD_GATEWAY
+                    }
+                };
+                (status, e.kind())
+            }
+            ApiError::Deploy(e) => match e {
+                DeployError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
+                DeployError::Limits(_) => (StatusCode::BAD_REQUEST, "invalid_limits"),
+                DeployError::Io { source, .. } if is_disk_full(source) => {
+                    (StatusCode::INSUFFICIENT_STORAGE, "storage")
+                }
+                DeployError::UnknownComponent(_)
+                | DeployError::Io { .. }
+                | DeployError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+            ApiError::Storage { source, .. } if is_disk_full(source) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "storage")
+            }
+            ApiError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        }
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_and_kind();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, kind, "request failed");
+        }
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert("x-wafer-error", HeaderValue::from_static(kind));
+        match &self {
+            ApiError::Invoke(InvokeError::Overloaded { retry_after, .. }) => {
+                headers.insert(header::RETRY_AFTER, retry_after.as_secs().max(1).into());
+            }
+            ApiError::Invoke(InvokeError::NoCapacity { .. } | InvokeError::ShuttingDown) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,229 @@
+//! The deployed functions: their records on disk, versions, and the route table.
+//!
+//! A deploy goes: validate the manifest -> the worker validates, compiles and stores the
+//! component (content-addressed, before anything points at it) -> under the deploy lock, check
+//! the route, install on the worker (the swap: new calls go to the new version, running calls
+//! finish on the old) -> write the record atomically (the commit point) -> publish the new routes.
+//! If the record cannot be written the worker is put back as it was. After a crash at any point
+//! the record on disk names either the old version or the new one, and its component is stored.
+//!
+//! Records live in `<data>/functions/<name>.json`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wafer_worker::{Backend, Deployment, disk};
+
+use crate::error::ApiError;
+use crate::manifest::{FunctionSpec, Manifest};
+use crate::router::{RouteTable, Router};
+
+/// What is stored about one deployed function.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub version: u64,
+    /// sha256 of the component bytes.
+    pub digest: String,
+    pub route: String,
+    pub deployed_at_ms: u64,
+    /// The manifest it was deployed with (server side: without `component` and `build`).
+    pub manifest: Manifest,
+}
+
+pub struct Functions {
+    dir: PathBuf,
+    backend: Arc<dyn Backend>,
+    records: RwLock<BTreeMap<String, Record>>,
+    router: Router,
+    /// Serializes the commit part of deploys and deletes (not compilation).
+    deploy_lock: tokio::sync::Mutex<()>,
+}
+
+impl Functions {
+    /// Opens `<data_dir>/functions`, installs every recorded function on the worker, and removes
+    /// stored components no record uses.
+    pub async fn open(data_dir: &Path, backend: Arc<dyn Backend>) -> Result<Functions, ApiError> {
+        let dir = data_dir.join("functions");
+        std::fs::create_dir_all(&dir)
+            .map_err(ApiError::storage(format!("failed to create {}", dir.display())))?;
+        disk::remove_temporaries(&dir)
+            .map_err(ApiError::storage(format!("failed to clean {}", dir.display())))?;
+        let mut records = BTreeMap::new();
+        let entries = std::fs::read_dir(&dir)
+            .map_err(ApiError::storage(format!("failed to read {}", dir.display())))?;
+        for entry in entries {
+            let path = entry
+                .map_err(ApiError::storage(format!("failed to read {}", dir.display())))?
+                .path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match read_record(&path) {
+                Ok(record) => {
+                    records.insert(record.name.clone(), record);
+                }
+                Err(e) => tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record"),
+            }
+        }
+        let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
+        for record in records.values() {
+            let started = std::time::Instant::now();
+            let result = match record.manifest.validate(&record.name) {
+                Ok(spec) => backend.install(deployment(&spec, record)).await.map_err(ApiError::from),
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(()) => tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded"),
+                Err(e) => tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served"),
+            }
+        }
+        let removed = backend.retain(live).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed stored components no function uses");
+        }
+        let functions = Functions {
+            dir,
+            backend,
+            records: RwLock::new(records),
+            router: Router::default(),
+            deploy_lock: tokio::sync::Mutex::new(()),
+        };
+        functions.publish_routes();
+        Ok(functions)
+    }
+
+    /// Deploys (creates or replaces) `name`. Returns the new record and whether it was new.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        manifest: Manifest,
+        component: Bytes,
+    ) -> Result<(Record, bool), ApiError> {
+        let spec = manifest.validate(name)?;
+        let digest = self.backend.prepare(component).await?;
+
+        let _guard = self.deploy_lock.lock().await;
+        if let Some(owner) = self.router.load().owner(&spec.route)
+            && **owner != *name
+        {
+            return Err(ApiError::Conflict(format!(
+                "route {} already belongs to function `{owner}`",
+                spec.route
+            )));
+        }
+        let previous = self.get(name);
+        let record = Record {
+            name: name.to_string(),
+            version: previous.as_ref().map_or(1, |r| r.version + 1),
+            digest,
+            route: spec.route.clone(),
+            deployed_at_ms: now_ms(),
+            manifest: manifest.server_side(),
+        };
+        self.backend.install(deployment(&spec, &record)).await?;
+        if let Err(e) = self.write_record(&record) {
+            // Put the worker back as the disk says it is.
+            match &previous {
+                Some(old) => {
+                    if let Ok(old_spec) = old.manifest.validate(name) {
+                        let _ = self.backend.install(deployment(&old_spec, old)).await;
+                    }
+                }
+                None => {
+                    self.backend.remove(name);
+                }
+            }
+            return Err(e);
+        }
+        self.records
+            .write()
+            .unwrap()
+            .insert(name.to_string(), record.clone());
+        self.publish_routes();
+        tracing::info!(function = name, version = record.version, route = %record.route, "deployed");
+        Ok((record, previous.is_none()))
+    }
+
+    /// Deletes `name`; returns whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, ApiError> {
+        let _guard = self.deploy_lock.lock().await;
+        if self.get(name).is_none() {
+            return Ok(false);
+        }
+        let path = self.record_path(name);
+        std::fs::remove_file(&path)
+            .and_then(|()| disk::sync_dir(&self.dir))
+            .map_err(ApiError::storage(format!("failed to remove {}", path.display())))?;
+        self.records.write().unwrap().remove(name);
+        self.publish_routes();
+        self.backend.remove(name);
+        tracing::info!(function = name, "deleted");
+        Ok(true)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Record> {
+        self.records.read().unwrap().get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Record> {
+        self.records.read().unwrap().values().cloned().collect()
+    }
+
+    /// The function a request path is routed to.
+    pub fn route(&self, path: &str) -> Option<Arc<str>> {
+        self.router.load().lookup(path).cloned()
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn publish_routes(&self) {
+        let records = self.records.read().unwrap();
+        self.router.store(RouteTable::new(
+            records.values().map(|r| (r.route.as_str(), r.name.as_str())),
+        ));
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    fn write_record(&self, record: &Record) -> Result<(), ApiError> {
+        let path = self.record_path(&record.name);
+        let json = serde_json::to_vec_pretty(record).expect("records serialize");
+        disk::atomic_write(&path, &json)
+            .map_err(ApiError::storage(format!("failed to write {}", path.display())))
+    }
+}
+
+fn deployment(spec: &FunctionSpec, record: &Record) -> Deployment {
+    Deployment {
+        name: record.name.clone(),
+        version: record.version,
+        digest: record.digest.clone(),
+        config: spec.config.clone(),
+    }
+}
+
+fn read_record(path: &Path) -> Result<Record, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem != record.name {
+        return Err(format!("record names `{}` but is stored as `{stem}`", record.name));
+    }
+    Ok(record)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}

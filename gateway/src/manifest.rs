@@ -1,0 +1,550 @@
+//! The function manifest (`wafer.toml`, or JSON through the admin API): parsing, defaults, and
+//! validation into the types the worker runs with.
+//!
+//! ```toml
+//! name = "hello"                         # lowercase letters, digits, '-'; at most 63
+//! component = "target/wasm32-wasip2/release/hello.wasm"   # relative to this file
+//! build = "cargo build --release --target wasm32-wasip2"  # optional, run in this folder
+//! route = "/hello"                       # default "/<name>"; the function gets this path and below
+//! allowed_outbound_hosts = ["https://api.example.com"]    # default: none
+//!
+//! [env]                                  # the guest's whole environment
+//! GREETING = "hello"
+//!
+//! [limits]
+//! memory = "128MiB"                      # per instance
+//! timeout = "30s"                        # per call, wall clock
+//! concurrency = 16                       # calls at once
+//! max_queued = 64                        # calls waiting beyond that; more get 429
+//! log_bytes_per_call = "1MiB"
+//!
+//! [scaling]
+//! reuse = 1000                           # calls per instance; 1 = a fresh instance per call
+//! idle_timeout = "60s"                   # warm instances idle longer are dropped
+//! ```
+//!
+//! Unknown keys are errors that name the key; sizes take `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`
+//! (or a plain number of bytes); durations take `ms`, `s`, `m`, `h` (or a plain number of seconds).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use wafer_worker::{AllowedHosts, FunctionConfig, Limits};
+
+/// The prefix the gateway keeps for itself; no route may start with it.
+pub const RESERVED_PREFIX: &str = "/_wafer";
+
+/// A manifest as written. `component` and `build` concern the machine that has the files (the
+/// CLI); the server ignores them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub scaling: ScalingSection,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes_per_call: Option<ByteSize>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+/// A manifest that passed validation, in the worker's terms.
+#[derive(Clone, Debug)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub route: String,
+    pub config: FunctionConfig,
+}
+
+/// A manifest problem, naming the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ManifestError> {
+    Err(ManifestError(msg.into()))
+}
+
+impl Manifest {
+    /// Parses TOML (as in `wafer.toml`).
+    pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
+        toml::from_str(text).map_err(|e| ManifestError(format!("invalid manifest: {}", e.message())))
+    }
+
+    /// Parses JSON (as the admin API takes it).
+    pub fn from_json(text: &[u8]) -> Result<Manifest, ManifestError> {
+        serde_json::from_slice(text).map_err(|e| ManifestError(format!("invalid manifest: {e}")))
+    }
+
+    /// Checks every field and fills in defaults. `name` is the function's name as addressed (the
+    /// manifest may omit it but must not contradict it).
+    pub fn validate(&self, name: &str) -> Result<FunctionSpec, ManifestError> {
+        validate_name(name)?;
+        if let Some(own) = &self.name
+            && own != name
+        {
+            return err(format!(
+                "name: the manifest says `{own}` but the function is deployed as `{name}`"
+            ));
+        }
+        let route = match &self.route {
+            Some(route) => validate_route(route)?,
+            None => format!("/{name}"),
+        };
+        validate_env(&self.env)?;
+        let allowed_outbound_hosts = AllowedHosts::parse(&self.allowed_outbound_hosts)
+            .map_err(|e| ManifestError(format!("allowed_outbound_hosts: {e}")))?;
+
+        let d = Limits::default();
+        let limits = Limits {
+            memory: in_range(
+                "limits.memory",
+                self.limits.memory.map(|s| s.0),
+                d.memory,
+                1 << 20,
+                4 << 30,
+                fmt_bytes,
+            )?,
+            timeout: in_range(
+                "limits.timeout",
+                self.limits.timeout.map(|t| t.0),
+                d.timeout,
+                Duration::from_millis(1),
+                Duration::from_secs(15 * 60),
+                |t| humantime::format_duration(t).to_string(),
+            )?,
+            concurrency: in_range(
+                "limits.concurrency",
+                self.limits.concurrency,
+                d.concurrency,
+                1,
+                1000,
+                |n| n.to_string(),
+            )?,
+            max_queued: in_range(
+                "limits.max_queued",
+                self.limits.max_queued,
+                d.max_queued,
+                0,
+                100_000,
+                |n| n.to_string(),
+            )?,
+            log_bytes_per_call: in_range(
+                "limits.log_bytes_per_call",
+                self.limits.log_bytes_per_call.map(|s| s.0),
+                d.log_bytes_per_call,
+                0,
+                64 << 20,
+                fmt_bytes,
+            )?,
+            reuse: in_range(
+                "scaling.reuse",
+                self.scaling.reuse,
+                d.reuse,
+                1,
+                10_000_000,
+                |n| n.to_string(),
+            )?,
+            idle_timeout: in_range(
+                "scaling.idle_timeout",
+                self.scaling.idle_timeout.map(|t| t.0),
+                d.idle_timeout,
+                Duration::ZERO,
+                Duration::from_secs(24 * 3600),
+                |t| humantime::format_duration(t).to_string(),
+            )?,
+        };
+        Ok(FunctionSpec {
+            name: name.to_string(),
+            route,
+            config: FunctionConfig {
+                env: self
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                allowed_outbound_hosts,
+                limits,
+            },
+        })
+    }
+
+    /// The manifest as the server keeps it: without the CLI-side fields.
+    pub fn server_side(&self) -> Manifest {
+        Manifest {
+            component: None,
+            build: None,
+            ..self.clone()
+        }
+    }
+}
+
+fn in_range<T: PartialOrd + Copy>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+    show: impl Fn(T) -> String,
+) -> Result<T, ManifestError> {
+    let value = value.unwrap_or(default);
+    if value < min || value > max {
+        return err(format!(
+            "{field}: {} is out of range ({} to {})",
+            show(value),
+            show(min),
+            show(max)
+        ));
+    }
+    Ok(value)
+}
+
+fn fmt_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n}B"),
+    }
+}
+
+/// Function names: 1 to 63 of `a-z`, `0-9` and `-`, starting and ending with a letter or digit.
+/// This rules out path traversal, slashes, upper/lower-case twins and unicode look-alikes.
+pub fn validate_name(name: &str) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        return err(format!(
+            "name: `{}` is not a valid function name (1-63 characters of a-z, 0-9 and '-', not starting or ending with '-')",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Routes: `/` or `/`-separated segments of `A-Z a-z 0-9 . _ ~ -` (no `.` or `..` segments, no
+/// empty ones, no percent-encoding), not under [`RESERVED_PREFIX`]. A trailing `/` is dropped.
+pub fn validate_route(route: &str) -> Result<String, ManifestError> {
+    let bad = |why: &str| err(format!("route: `{}` {why}", route.escape_debug()));
+    if route == "/" {
+        return Ok(route.to_string());
+    }
+    let Some(body) = route.strip_prefix('/') else {
+        return bad("must start with '/'");
+    };
+    let body = body.strip_suffix('/').unwrap_or(body);
+    for segment in body.split('/') {
+        if segment.is_empty() {
+            return bad("has an empty segment");
+        }
+        if segment == "." || segment == ".." {
+            return bad("has a '.' or '..' segment");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        {
+            return bad("may only contain A-Z, a-z, 0-9, '.', '_', '~', '-' and '/'");
+        }
+    }
+    let route = format!("/{body}");
+    let lower = route.to_ascii_lowercase();
+    if lower == RESERVED_PREFIX || lower.starts_with(&format!("{RESERVED_PREFIX}/")) {
+        return bad(&format!("is under {RESERVED_PREFIX}, which wafer reserves"));
+    }
+    Ok(route)
+}
+
+const MAX_ENV_VARS: usize = 256;
+const MAX_ENV_BYTES: usize = 64 << 10;
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ManifestError> {
+    if env.len() > MAX_ENV_VARS {
+        return err(format!(
+            "env: {} variables is more than the {MAX_ENV_VARS} allowed",
+            env.len()
+        ));
+    }
+    let mut total = 0;
+    for (key, value) in env {
+        let valid_key = key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            return err(format!(
+                "env: `{}` is not a valid variable name (letters, digits and '_', not starting with a digit)",
+                key.escape_debug()
+            ));
+        }
+        if value.contains('\0') {
+            return err(format!("env.{key}: values may not contain NUL"));
+        }
+        total += key.len() + value.len();
+    }
+    if total > MAX_ENV_BYTES {
+        return err(format!(
+            "env: {total} bytes in all is more than the {MAX_ENV_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A size in bytes, written as a number or as `"64MiB"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit = unit.trim();
+        let multiplier: u64 = match unit {
+            "" | "B" | "b" => 1,
+            "K" | "k" | "KB" | "kB" | "kb" => 1000,
+            "KiB" | "Ki" | "kib" => 1 << 10,
+            "M" | "MB" | "mb" => 1000 * 1000,
+            "MiB" | "Mi" | "mib" => 1 << 20,
+            "G" | "GB" | "gb" => 1000 * 1000 * 1000,
+            "GiB" | "Gi" | "gib" => 1 << 30,
+            _ => return Err(format!("`{text}` has an unknown unit `{unit}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        };
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (e.g. 128MiB)"))?;
+        let bytes = number * multiplier as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("`{text}` is out of range"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a size: a number of bytes or a string like \"128MiB\"")
+        })? {
+            Raw::Int(n) if n >= 0 => Ok(ByteSize(n as u64)),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!("size {n} is negative"))),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_bytes(self.0))
+    }
+}
+
+/// A duration, written as `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        let text = text.trim();
+        if let Ok(secs) = text.parse::<u64>() {
+            return Ok(HumanDuration(Duration::from_secs(secs)));
+        }
+        humantime::parse_duration(text)
+            .map(HumanDuration)
+            .map_err(|e| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m): {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration: a number of seconds or a string like \"30s\"")
+        })? {
+            Raw::Int(n) if n >= 0 => Ok(HumanDuration(Duration::from_secs(n as u64))),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!("duration {n} is negative"))),
+            Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_manifest_round_trips() {
+        let m = Manifest::from_toml(
+            r#"
+            name = "hello"
+            component = "hello.wasm"
+            build = "make"
+            route = "/api/hello/"
+            allowed_outbound_hosts = ["https://example.com"]
+            [env]
+            GREETING = "hi"
+            [limits]
+            memory = "64MiB"
+            timeout = "5s"
+            concurrency = 4
+            max_queued = 0
+            [scaling]
+            reuse = 1
+            idle_timeout = 10
+            "#,
+        )
+        .unwrap();
+        let spec = m.validate("hello").unwrap();
+        assert_eq!(spec.route, "/api/hello");
+        assert_eq!(spec.config.limits.memory, 64 << 20);
+        assert_eq!(spec.config.limits.timeout, Duration::from_secs(5));
+        assert_eq!(spec.config.limits.reuse, 1);
+        assert_eq!(spec.config.limits.idle_timeout, Duration::from_secs(10));
+        assert_eq!(spec.config.env, vec![("GREETING".into(), "hi".into())]);
+        let json = serde_json::to_vec(&m.server_side()).unwrap();
+        let back = Manifest::from_json(&json).unwrap();
+        assert_eq!(back.component, None);
+        assert_eq!(back.validate("hello").unwrap().config, spec.config);
+    }
+
+    #[test]
+    fn defaults() {
+        let spec = Manifest::default().validate("f").unwrap();
+        assert_eq!(spec.route, "/f");
+        assert_eq!(spec.config.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Manifest::from_toml("name = \"x\"\nmemroy = 1").unwrap_err();
+        assert!(e.0.contains("memroy"), "{e}");
+        let e = Manifest::from_toml("[limits]\nmem = \"1MiB\"").unwrap_err();
+        assert!(e.0.contains("mem"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_are_named() {
+        let e = Manifest::from_toml("[limits]\nconcurrency = \"lots\"").unwrap_err();
+        assert!(e.0.contains("concurrency") || e.0.contains("integer"), "{e}");
+        let e = Manifest::from_toml("[limits]\nmemory = -5").unwrap_err();
+        assert!(e.0.contains("negative"), "{e}");
+        let m = Manifest::from_toml("[limits]\nmemory = \"64TiB\"");
+        assert!(m.is_err());
+        let m = Manifest::from_toml("[limits]\nmemory = \"100GiB\"").unwrap();
+        let e = m.validate("f").unwrap_err();
+        assert!(e.0.starts_with("limits.memory"), "{e}");
+        let m = Manifest::from_toml("[limits]\nconcurrency = 0").unwrap();
+        assert!(m.validate("f").unwrap_err().0.contains("limits.concurrency"));
+        let m = Manifest::from_toml("[limits]\ntimeout = \"1year\"").unwrap();
+        assert!(m.validate("f").unwrap_err().0.contains("limits.timeout"));
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "hello", "my-fn-2", &"x".repeat(63)] {
+            validate_name(good).unwrap();
+        }
+        for bad in [
+            "", "-a", "a-", "Hello", "../etc", "a/b", "a.b", "héllo", "hеllo", // Cyrillic e
+            &"x".repeat(64),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(validate_route("/").unwrap(), "/");
+        assert_eq!(validate_route("/a/b.c/").unwrap(), "/a/b.c");
+        for bad in [
+            "a", "/a//b", "/a/../b", "/./x", "/a%2e", "/_wafer", "/_WAFER/x", "/a b", "/é",
+        ] {
+            assert!(validate_route(bad).is_err(), "{bad}");
+        }
+        assert!(validate_route("/_waferx").is_ok());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
+        assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
+        assert_eq!(ByteSize::parse("1.5 GiB").unwrap().0, 3 << 29);
+        assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        assert!(ByteSize::parse("MiB").is_err());
+        assert_eq!(
+            HumanDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(HumanDuration::parse("2m").unwrap().0, Duration::from_secs(120));
+        assert_eq!(HumanDuration::parse("7").unwrap().0, Duration::from_secs(7));
+        assert!(HumanDuration::parse("soon").is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        let m = Manifest::from_toml("[env]\n\"1BAD\" = \"x\"").unwrap();
+        assert!(m.validate("f").unwrap_err().0.contains("1BAD"));
+        let m = Manifest::from_toml("[env]\n\"A=B\" = \"x\"").unwrap();
+        assert!(m.validate("f").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Event sources: each turns its events into function calls through the router and the worker.
+
+pub mod http;

@@ -1,0 +1,126 @@
+//! The process's one wasmtime `Engine`: pooling allocator, epoch interruption, and the ticker.
+//!
+//! Pool sizing follows from two worker-wide settings, `max_instances` (live instances, warm or busy,
+//! across all functions) and `max_memory` (the largest memory limit a function may ask for):
+//!
+//! - `total_component_instances = max_instances`: one slot per live instance; the worker's own
+//!   instance budget (see [`crate::pool`]) keeps instantiation from ever hitting the pool's limit.
+//! - `total_core_instances`, `total_memories`, `total_tables`: a component is several core
+//!   instances (Rust's wasip2 output has a few, componentize-py a dozen), so these are multiples.
+//! - `max_memory_size = max_memory`: the slot size; per-function limits below it are enforced by
+//!   the store's `ResourceLimiter`.
+//! - `linear_memory_keep_resident`, `table_keep_resident`: left at 0, so a dropped instance's pages
+//!   go back to the OS at once (scale to zero returns memory) while copy-on-write images keep
+//!   re-instantiation cheap.
+//!
+//! Reserving the pool's address space can fail (a `ulimit -v`, a 32-bit-ish sandbox); then the
+//! engine falls back to on-demand allocation and says so once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::error::WorkerError;
+
+/// How often the epoch advances. A running guest yields to tokio once per tick, and a timeout
+/// is noticed within a tick.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Worker-wide engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Live instances (warm or busy) across all functions.
+    pub max_instances: u32,
+    /// The largest per-function memory limit this worker accepts, in bytes.
+    pub max_memory: u64,
+    /// Use the pooling allocator (falls back to on-demand if it cannot reserve memory).
+    pub pooling: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 1000,
+            max_memory: 4 << 30,
+            pooling: true,
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Guests overflowing their stack trap cleanly at this depth; 1 MiB fits deep but sane recursion.
+    config.max_wasm_stack(1 << 20);
+    config
+}
+
+/// Builds the engine. Returns it and whether the pooling allocator is in use.
+pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), WorkerError> {
+    if settings.pooling {
+        let mut config = base_config();
+        let n = settings.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(8))
+            .total_stacks(n)
+            .max_memories_per_module(1)
+            .max_tables_per_module(8)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX))
+            .linear_memory_keep_resident(0)
+            .table_keep_resident(0);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "could not reserve memory for the pooling allocator; falling back to on-demand instance allocation (slower cold starts)"
+            ),
+        }
+    }
+    let engine = Engine::new(&base_config()).map_err(|e| WorkerError::Engine(format!("{e:#}")))?;
+    Ok((engine, false))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, WorkerError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wafer-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|source| WorkerError::Io {
+                context: "failed to start the epoch ticker thread".into(),
+                source,
+            })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

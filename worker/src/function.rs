@@ -1,0 +1,257 @@
+//! A deployed function version and how one call runs on it: admit, check out or start an
+//! instance, run the handler in its own task under the timeout, stream the response back, and
+//! return or discard the instance.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use wasmtime::Trap;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::error::InvokeError;
+use crate::host::{AllowedHosts, Host};
+use crate::instance::Instance;
+use crate::limits::Limits;
+use crate::logs::{LogSink, Stream};
+use crate::metrics::FunctionMetrics;
+use crate::pool::Pool;
+use crate::{BoxError, Request, Response, Shared};
+
+/// Everything about a function that is not its code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionConfig {
+    /// The guest's entire environment.
+    pub env: Vec<(String, String)>,
+    /// Hosts outbound HTTP may reach; empty denies all.
+    pub allowed_outbound_hosts: AllowedHosts,
+    pub limits: Limits,
+}
+
+pub(crate) struct Function {
+    pub(crate) name: Arc<str>,
+    pub(crate) version: u64,
+    pub(crate) digest: String,
+    pub(crate) pre: ProxyPre<Host>,
+    pub(crate) config: FunctionConfig,
+    pub(crate) logs: Arc<LogSink>,
+    pub(crate) pool: Pool,
+    pub(crate) metrics: FunctionMetrics,
+    /// Milliseconds since the Unix epoch of the last call's start (0: never called).
+    pub(crate) last_call_ms: std::sync::atomic::AtomicU64,
+}
+
+/// How one attempt at a call ended, as seen by the task that ran it.
+enum Outcome {
+    Ok,
+    Failed {
+        error: InvokeError,
+        /// The request's head, kept when the failure may be replayed on a fresh instance.
+        replay: Option<http::request::Parts>,
+    },
+}
+
+impl Function {
+    /// Runs one call. Resolves when the guest has set its response head; the body streams on
+    /// while the guest writes it.
+    pub(crate) async fn invoke(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        self.last_call_ms.store(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut request = request;
+        loop {
+            let lease = match self.pool.acquire(&self.name).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    self.metrics.failed(&e);
+                    return Err(e);
+                }
+            };
+            let (respond, response) = oneshot::channel();
+            let task = tokio::spawn(run(self.clone(), shared.clone(), lease, request, respond));
+            match response.await {
+                Ok(Ok(response)) => {
+                    return Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
+                }
+                Ok(Err(code)) => {
+                    return Err(InvokeError::Guest {
+                        function: self.name.to_string(),
+                        reason: format!("{code:?}"),
+                    });
+                }
+                // No response: the task's outcome says why.
+                Err(_) => match task.await {
+                    // Unreachable in practice: a call that ends well has responded.
+                    Ok(Outcome::Ok) => {
+                        return Err(InvokeError::NoResponse {
+                            function: self.name.to_string(),
+                        });
+                    }
+                    Ok(Outcome::Failed {
+                        replay: Some(parts),
+                        ..
+                    }) => {
+                        request = Request::from_parts(parts, crate::empty_body());
+                    }
+                    Ok(Outcome::Failed { error, .. }) => return Err(error),
+                    Err(join) => {
+                        return Err(InvokeError::Trap {
+                            function: self.name.to_string(),
+                            reason: format!("the call's task failed: {join}"),
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The task behind one call attempt. Owns the instance for the call's whole life, including the
+/// part of the body the guest writes after setting the response head.
+async fn run(
+    function: Arc<Function>,
+    shared: Arc<Shared>,
+    mut lease: crate::pool::Lease,
+    request: Request,
+    respond: oneshot::Sender<crate::instance::GuestResponse>,
+) -> Outcome {
+    let started = Instant::now();
+    let warm = lease.instance.take();
+    let reused = warm.is_some();
+    // A request that failed on a reused instance may be replayed on a fresh one, but only while
+    // reuse is unproven and only if the guest cannot have consumed a body.
+    let replay = (reused
+        && function.pool.reuse_unproven()
+        && http_body::Body::size_hint(request.body()).exact() == Some(0))
+    .then(|| clone_head(&request));
+    let limits = &function.config.limits;
+
+    let attempt = async {
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => start_instance(&function, &shared).await?,
+        };
+        let result = instance
+            .handle(request, respond, limits.log_bytes_per_call)
+            .await;
+        Ok::<_, InvokeError>((instance, result))
+    };
+    let error = match tokio::time::timeout(limits.timeout, attempt).await {
+        Ok(Ok((instance, Ok(())))) if instance.responded() => {
+            function.metrics.ok.inc();
+            function.metrics.duration.observe(started.elapsed().as_secs_f64());
+            let mut instance = instance;
+            instance.idle_since = Instant::now();
+            function.pool.release(instance, reused);
+            drop(lease);
+            return Outcome::Ok;
+        }
+        Ok(Ok((_instance, Ok(())))) => InvokeError::NoResponse {
+            function: function.name.to_string(),
+        },
+        Ok(Ok((instance, Err(trap)))) => classify_trap(&function, &instance, trap),
+        Ok(Err(start_error)) => start_error,
+        Err(_elapsed) => InvokeError::Timeout {
+            function: function.name.to_string(),
+            timeout: limits.timeout,
+        },
+    };
+    function.metrics.duration.observe(started.elapsed().as_secs_f64());
+    function.metrics.failed(&error);
+    function.logs.push(Stream::Wafer, error.to_string());
+    tracing::debug!(function = %function.name, error = %error, "call failed");
+    let replay_allowed = matches!(
+        error,
+        InvokeError::Trap { .. } | InvokeError::NoResponse { .. } | InvokeError::Guest { .. }
+    );
+    let switched = function.pool.discard(reused && replay_allowed);
+    if switched {
+        let note = format!(
+            "a reused instance of `{}` failed where fresh ones succeed; serving every call from a fresh instance from now on (set reuse = 1 to make this explicit)",
+            function.name
+        );
+        tracing::warn!(function = %function.name, "{note}");
+        function.logs.push(Stream::Wafer, note);
+    }
+    Outcome::Failed {
+        error,
+        replay: replay.filter(|_| switched),
+    }
+}
+
+/// Instantiates a fresh instance, making room in the worker's instance budget if needed.
+async fn start_instance(function: &Function, shared: &Shared) -> Result<Instance, InvokeError> {
+    let slot = match shared.slots.try_take() {
+        Some(slot) => slot,
+        None => {
+            shared.evict_longest_idle();
+            shared.slots.try_take().ok_or_else(|| InvokeError::NoCapacity {
+                function: function.name.to_string(),
+                slots: shared.slots.max(),
+            })?
+        }
+    };
+    let started = Instant::now();
+    let instance = Instance::start(function, slot).await.map_err(|e| {
+        InvokeError::Instantiate {
+            function: function.name.to_string(),
+            reason: trap_reason(&e),
+        }
+    })?;
+    function.metrics.cold_starts.inc();
+    function
+        .metrics
+        .instantiate
+        .observe(started.elapsed().as_secs_f64());
+    Ok(instance)
+}
+
+fn classify_trap(function: &Function, instance: &Instance, error: wasmtime::Error) -> InvokeError {
+    if instance.hit_memory_limit() {
+        return InvokeError::MemoryLimit {
+            function: function.name.to_string(),
+            limit: function.config.limits.memory,
+        };
+    }
+    tracing::debug!(function = %function.name, error = ?error, "guest trapped");
+    InvokeError::Trap {
+        function: function.name.to_string(),
+        reason: trap_reason(&error),
+    }
+}
+
+/// One line saying why a guest stopped: the trap itself if there is one (its backtrace stays out
+/// of error responses), else the error's chain.
+fn trap_reason(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        let reason = match trap {
+            Trap::StackOverflow => "stack overflow (call stack exhausted)".to_string(),
+            Trap::UnreachableCodeReached => {
+                "wasm `unreachable` executed (a Rust guest panicked or aborted; see `wafer logs`)"
+                    .to_string()
+            }
+            other => other.to_string(),
+        };
+        return reason;
+    }
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or("").to_string()
+}
+
+fn clone_head(request: &Request) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}

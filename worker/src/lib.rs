@@ -1,0 +1,416 @@
+//! wafer's worker: runs WebAssembly components exporting `wasi:http/incoming-handler` from pooled,
+//! limited, warm instances.
+//!
+//! It sits at the end of the data path, event -> gateway -> router -> **worker -> instance pool**
+//! -> response. The gateway reaches it only through [`Backend`]: "invoke this function with this
+//! request, get a response or an [`InvokeError`]", plus the control calls to deploy and remove
+//! code. [`Worker`] is the in-process implementation; a remote one would implement the same trait.
+//!
+//! Modules, in the order a call meets them:
+//! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epoch ticker);
+//! - [`compile`]: components by digest, validated, compiled once, cached on disk;
+//! - `function`: a deployed version and how one call runs on it;
+//! - [`pool`]: admission, warm instances, and the instance lifecycle (read its docs);
+//! - `instance`: one store and serving one request on it;
+//! - `host`: what a guest sees (WASI sandbox, outbound HTTP policy);
+//! - `limits`: the limits and the hooks that enforce them;
+//! - [`logs`]: guest stdout/stderr, bounded; `metrics`: Prometheus series.
+
+pub mod compile;
+pub mod disk;
+pub mod engine;
+mod error;
+mod function;
+mod host;
+mod instance;
+mod limits;
+pub mod logs;
+mod metrics;
+pub mod pool;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use engine::EngineConfig;
+pub use error::{DeployError, InvokeError, WorkerError};
+pub use function::FunctionConfig;
+pub use host::AllowedHosts;
+pub use limits::Limits;
+
+use compile::Components;
+use function::Function;
+use host::Host;
+use logs::{LogSink, Logs};
+use metrics::Metrics;
+use pool::{Pool, Slots};
+
+/// Errors inside streaming bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A streaming HTTP body, as it crosses the gateway/worker boundary.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type Request = http::Request<Body>;
+pub type Response = http::Response<Body>;
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body holding `bytes`.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A function version to run: which code (by digest) under which configuration.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub name: String,
+    pub version: u64,
+    pub digest: String,
+    pub config: FunctionConfig,
+}
+
+/// What a worker says about one deployed function.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FunctionStatus {
+    pub version: u64,
+    pub digest: String,
+    pub instances_idle: usize,
+    pub instances_busy: usize,
+    /// Whether the function was switched to a fresh instance per call (reuse off or seen broken).
+    pub fresh_instance_per_call: bool,
+    pub cold_starts: u64,
+    pub invocations_ok: u64,
+    /// Milliseconds since the Unix epoch; absent if never called.
+    pub last_call_ms: Option<u64>,
+}
+
+/// A worker's overall state, for health checks.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkerHealth {
+    /// Whether the pooling allocator is in use (false: it fell back to on-demand allocation).
+    pub pooling: bool,
+    /// Live instances across all functions, and the most there may be.
+    pub instances_live: u32,
+    pub instances_max: u32,
+    pub functions: usize,
+    pub shutting_down: bool,
+}
+
+/// The one interface between the gateway and a worker.
+pub trait Backend: Send + Sync + 'static {
+    /// Calls `function` with `request`. Resolves with the response head once the guest sets it;
+    /// the body streams on.
+    fn invoke(
+        &self,
+        function: &str,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, InvokeError>>;
+
+    /// Validates and compiles a component and stores it; returns its digest. Deploys nothing.
+    fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>>;
+
+    /// Starts serving a function version (replacing the running one, whose calls finish on it).
+    fn install(&self, deployment: Deployment) -> BoxFuture<'static, Result<(), DeployError>>;
+
+    /// Stops serving a function and forgets its logs; returns whether it existed.
+    fn remove(&self, function: &str) -> bool;
+
+    fn status(&self, function: &str) -> Option<FunctionStatus>;
+
+    /// The function's log (recent lines and followers).
+    fn logs(&self, function: &str) -> Option<Arc<LogSink>>;
+
+    /// Deletes stored components whose digests are not in `live`.
+    fn retain(&self, live: HashSet<String>) -> BoxFuture<'static, Result<usize, DeployError>>;
+
+    fn health(&self) -> WorkerHealth;
+
+    /// Refuses new calls from now on; calls already running finish.
+    fn begin_shutdown(&self);
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Holds `components/`, `compiled/` and `logs/`.
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// Where the worker registers its metrics.
+    pub registry: prometheus::Registry,
+}
+
+/// The in-process worker.
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    engine: Engine,
+    linker: Linker<Host>,
+    components: Components,
+    functions: DashMap<Arc<str>, Arc<Function>>,
+    logs: Logs,
+    metrics: Metrics,
+    pub(crate) slots: Arc<Slots>,
+    engine_config: EngineConfig,
+    pooling: bool,
+    shutting_down: AtomicBool,
+    _ticker: engine::EpochTicker,
+}
+
+impl Worker {
+    /// Creates the engine, opens the data directory and starts the background reaper. Must be
+    /// called inside a tokio runtime.
+    pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
+        let (engine, pooling) = engine::new_engine(&config.engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))?;
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| WorkerError::Io { context, source }
+        };
+        let components = Components::open(&engine, &config.data_dir)
+            .map_err(io(&format!("failed to open {}", config.data_dir.display())))?;
+        let logs = Logs::new(Some(config.data_dir.join("logs")))
+            .map_err(io("failed to open the logs directory"))?;
+        let shared = Arc::new(Shared {
+            _ticker: engine::EpochTicker::start(&engine)?,
+            linker,
+            components,
+            functions: DashMap::new(),
+            logs,
+            metrics: Metrics::new(&config.registry)?,
+            slots: Slots::new(config.engine.max_instances),
+            engine_config: config.engine,
+            pooling,
+            shutting_down: AtomicBool::new(false),
+            engine,
+        });
+        tokio::spawn(reap(Arc::downgrade(&shared)));
+        Ok(Worker { shared })
+    }
+
+}
+
+impl Shared {
+    /// Drops the longest-idle warm instance of any function, to make room for a cold start.
+    pub(crate) fn evict_longest_idle(&self) -> bool {
+        let oldest = self
+            .functions
+            .iter()
+            .filter_map(|f| f.pool.oldest_idle().map(|t| (t, f.clone())))
+            .min_by_key(|(t, _)| *t);
+        oldest.is_some_and(|(_, f)| f.pool.evict_oldest())
+    }
+
+    fn link(&self, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            DeployError::Invalid(format!(
+                "the component imports something wafer does not provide (wafer provides WASI 0.2 and wasi:http 0.2): {e:#}"
+            ))
+        })?;
+        ProxyPre::new(pre).map_err(|e| {
+            let exports: Vec<String> = component
+                .component_type()
+                .exports(&self.engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            DeployError::Invalid(format!(
+                "the component does not export `wasi:http/incoming-handler` (0.2.x); it exports {}: {e:#}",
+                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            ))
+        })
+    }
+
+    fn install(&self, deployment: Deployment) -> Result<(), DeployError> {
+        let limits = &deployment.config.limits;
+        if limits.memory > self.engine_config.max_memory {
+            return Err(DeployError::Limits(format!(
+                "memory limit {} bytes is above this worker's maximum of {} bytes",
+                limits.memory, self.engine_config.max_memory
+            )));
+        }
+        if limits.concurrency > self.slots.max() {
+            return Err(DeployError::Limits(format!(
+                "concurrency {} is above this worker's maximum of {} instances",
+                limits.concurrency,
+                self.slots.max()
+            )));
+        }
+        let component = self.components.load(&deployment.digest)?;
+        if let Some(pages) = component
+            .resources_required()
+            .and_then(|r| r.max_initial_memory_size)
+        {
+            let bytes = pages.saturating_mul(64 << 10);
+            if bytes > limits.memory {
+                return Err(DeployError::Limits(format!(
+                    "the component needs {bytes} bytes of memory at start, above the function's memory limit of {} bytes",
+                    limits.memory
+                )));
+            }
+        }
+        let pre = self.link(&component)?;
+        let name: Arc<str> = Arc::from(deployment.name.as_str());
+        let metrics = self.metrics.function(&name);
+        let function = Arc::new(Function {
+            pool: Pool::new(limits.clone(), metrics.clone()),
+            logs: self.logs.sink(&name),
+            name: name.clone(),
+            version: deployment.version,
+            digest: deployment.digest,
+            pre,
+            config: deployment.config,
+            metrics,
+            last_call_ms: AtomicU64::new(0),
+        });
+        if let Some(old) = self.functions.insert(name, function) {
+            old.pool.drain();
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Worker {
+    fn invoke(
+        &self,
+        function: &str,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, InvokeError>> {
+        let shared = self.shared.clone();
+        let found = self.shared.functions.get(function).map(|f| f.clone());
+        let name = function.to_string();
+        Box::pin(async move {
+            if shared.shutting_down.load(Ordering::Relaxed) {
+                return Err(InvokeError::ShuttingDown);
+            }
+            let function = found.ok_or(InvokeError::NotFound(name))?;
+            function.invoke(&shared, request).await
+        })
+    }
+
+    fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let compiled = shared.components.compile(&component)?;
+                shared.link(&compiled)?;
+                let digest = compile::digest(&component);
+                shared.components.store(&digest, &component, &compiled)?;
+                Ok(digest)
+            })
+            .await
+            .map_err(|e| DeployError::Internal(format!("compilation task failed: {e}")))?
+        })
+    }
+
+    fn install(&self, deployment: Deployment) -> BoxFuture<'static, Result<(), DeployError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || shared.install(deployment))
+                .await
+                .map_err(|e| DeployError::Internal(format!("install task failed: {e}")))?
+        })
+    }
+
+    fn remove(&self, function: &str) -> bool {
+        let Some((name, old)) = self.shared.functions.remove(function) else {
+            return false;
+        };
+        old.pool.drain();
+        self.shared.logs.remove(&name);
+        self.shared.metrics.remove(&name);
+        true
+    }
+
+    fn status(&self, function: &str) -> Option<FunctionStatus> {
+        let f = self.shared.functions.get(function)?.clone();
+        let (idle, busy) = f.pool.counts();
+        let last = f.last_call_ms.load(Ordering::Relaxed);
+        Some(FunctionStatus {
+            version: f.version,
+            digest: f.digest.clone(),
+            instances_idle: idle,
+            instances_busy: busy,
+            fresh_instance_per_call: f.pool.fresh_only(),
+            cold_starts: f.metrics.cold_starts.get(),
+            invocations_ok: f.metrics.ok.get(),
+            last_call_ms: (last > 0).then_some(last),
+        })
+    }
+
+    fn logs(&self, function: &str) -> Option<Arc<LogSink>> {
+        self.shared
+            .functions
+            .get(function)
+            .map(|f| f.logs.clone())
+            .or_else(|| self.shared.logs.get(function))
+    }
+
+    fn health(&self) -> WorkerHealth {
+        WorkerHealth {
+            pooling: self.shared.pooling,
+            instances_live: self.shared.slots.live(),
+            instances_max: self.shared.slots.max(),
+            functions: self.shared.functions.len(),
+            shutting_down: self.shared.shutting_down.load(Ordering::Relaxed),
+        }
+    }
+
+    fn begin_shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    fn retain(&self, live: HashSet<String>) -> BoxFuture<'static, Result<usize, DeployError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                shared
+                    .components
+                    .retain(&live)
+                    .map_err(DeployError::io("failed to remove unused components"))
+            })
+            .await
+            .map_err(|e| DeployError::Internal(format!("cleanup task failed: {e}")))?
+        })
+    }
+}
+
+/// Drops expired warm instances once a second, until the worker is gone.
+async fn reap(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let functions: Vec<_> = shared.functions.iter().map(|f| f.clone()).collect();
+        for function in functions {
+            let reaped = function.pool.reap(now);
+            if reaped > 0 {
+                tracing::debug!(function = %function.name, reaped, "dropped idle instances");
+            }
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Guest stdout/stderr capture: bounded per call, in memory and on disk, readable and followable.
+//!
+//! Each function name has a [`LogSink`] that outlives redeploys. Instances write into it through
+//! [`GuestOutput`] (the WASI stdout/stderr of every store); complete lines go to a small in-memory
+//! ring (what `wafer logs` shows), to followers, and to one background thread that appends them to
+//! `<logs>/<name>.log`, rotating at a fixed size. Nothing on the guest's write path blocks or fails:
+//! past its per-call budget a guest's output is dropped (once marked), and when the disk writer
+//! falls behind, lines skip the disk rather than stall the guest.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::broadcast;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// Lines kept in memory per function.
+const RECENT_LINES: usize = 1000;
+/// Bytes kept in memory per function.
+const RECENT_BYTES: usize = 256 << 10;
+/// Longest line kept; longer output is split.
+const MAX_LINE: usize = 16 << 10;
+/// Size at which a log file is rotated to `<name>.log.1` (one generation is kept).
+const ROTATE_BYTES: u64 = 4 << 20;
+/// Lines queued for the disk writer before new ones skip the disk.
+const DISK_QUEUE: usize = 16 << 10;
+
+/// Where a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// The platform, about the function: traps, timeouts, truncated output.
+    Wafer,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Wafer => "wafer",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            "wafer" => Some(Stream::Wafer),
+            _ => None,
+        }
+    }
+}
+
+/// One line of a function's output.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub stream: Stream,
+    pub text: String,
+}
+
+impl LogLine {
+    fn new(stream: Stream, text: String) -> LogLine {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        LogLine {
+            time_ms,
+            stream,
+            text,
+        }
+    }
+
+    fn to_disk(&self) -> String {
+        format!("{} {} {}\n", self.time_ms, self.stream.as_str(), self.text)
+    }
+
+    fn from_disk(line: &str) -> Option<LogLine> {
+        let mut parts = line.splitn(3, ' ');
+        let time_ms = parts.next()?.parse().ok()?;
+        let stream = Stream::parse(parts.next()?)?;
+        let text = parts.next().unwrap_or("").to_string();
+        Some(LogLine {
+            time_ms,
+            stream,
+            text,
+        })
+    }
+}
+
+enum DiskOp {
+    Append(Arc<str>, String),
+    Remove(Arc<str>),
+}
+
+/// All functions' logs on this worker.
+pub struct Logs {
+    dir: Option<PathBuf>,
+    disk: Option<SyncSender<DiskOp>>,
+    sinks: DashMap<Arc<str>, Arc<LogSink>>,
+}
+
+impl Logs {
+    /// Logs kept in memory and appended under `dir` (or in memory only when `dir` is `None`).
+    pub fn new(dir: Option<PathBuf>) -> io::Result<Logs> {
+        let disk = match &dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let (tx, rx) = sync_channel(DISK_QUEUE);
+                let dir = dir.clone();
+                std::thread::Builder::new()
+                    .name("wafer-logs".into())
+                    .spawn(move || disk_writer(&dir, rx))?;
+                Some(tx)
+            }
+            None => None,
+        };
+        Ok(Logs {
+            dir,
+            disk,
+            sinks: DashMap::new(),
+        })
+    }
+
+    /// The sink for `function`, created (and seeded from disk) on first use.
+    pub fn sink(&self, function: &str) -> Arc<LogSink> {
+        if let Some(sink) = self.sinks.get(function) {
+            return sink.clone();
+        }
+        let name: Arc<str> = Arc::from(function);
+        let recent = self
+            .dir
+            .as_deref()
+            .map(|dir| read_tail(&dir.join(format!("{function}.log"))))
+            .unwrap_or_default();
+        let sink = Arc::new(LogSink {
+            name: name.clone(),
+            recent: Mutex::new(Recent::from_lines(recent)),
+            follow: broadcast::channel(1024).0,
+            disk: self.disk.clone(),
+        });
+        self.sinks.entry(name).or_insert(sink).clone()
+    }
+
+    /// The sink for `function` if it has one.
+    pub fn get(&self, function: &str) -> Option<Arc<LogSink>> {
+        self.sinks.get(function).map(|s| s.clone())
+    }
+
+    /// Forgets a deleted function's logs, in memory and on disk.
+    pub fn remove(&self, function: &str) {
+        if let Some((name, _)) = self.sinks.remove(function)
+            && let Some(disk) = &self.disk
+        {
+            // Blocking send: the removal must not be lost, and it is rare.
+            let _ = disk.send(DiskOp::Remove(name));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recent {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn from_lines(lines: Vec<LogLine>) -> Recent {
+        let mut recent = Recent::default();
+        for line in lines {
+            recent.push(line);
+        }
+        recent
+    }
+
+    fn push(&mut self, line: LogLine) {
+        self.bytes += line.text.len();
+        self.lines.push_back(line);
+        while self.lines.len() > RECENT_LINES || self.bytes > RECENT_BYTES {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.text.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// One function's log: recent lines, followers, and the way to disk.
+pub struct LogSink {
+    name: Arc<str>,
+    recent: Mutex<Recent>,
+    follow: broadcast::Sender<LogLine>,
+    disk: Option<SyncSender<DiskOp>>,
+}
+
+impl LogSink {
+    /// Records one line.
+    pub fn push(&self, stream: Stream, text: String) {
+        let line = LogLine::new(stream, text);
+        if let Some(disk) = &self.disk {
+            // Never block a guest on the disk: a full queue drops the line from the file only.
+            let _ = disk.try_send(DiskOp::Append(self.name.clone(), line.to_disk()));
+        }
+        let _ = self.follow.send(line.clone());
+        self.recent.lock().unwrap().push(line);
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<LogLine> {
+        let recent = self.recent.lock().unwrap();
+        let skip = recent.lines.len().saturating_sub(n);
+        recent.lines.iter().skip(skip).cloned().collect()
+    }
+
+    /// New lines as they are written.
+    pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
+        self.follow.subscribe()
+    }
+}
+
+fn disk_writer(dir: &Path, rx: Receiver<DiskOp>) {
+    let mut files: HashMap<Arc<str>, (BufWriter<File>, u64)> = HashMap::new();
+    loop {
+        // Take everything queued, then flush once, then block for more.
+        let op = match rx.try_recv() {
+            Ok(op) => op,
+            Err(TryRecvError::Empty) => {
+                for (file, _) in files.values_mut() {
+                    let _ = file.flush();
+                }
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => return,
+        };
+        match op {
+            DiskOp::Append(name, text) => {
+                if let Err(e) = append(dir, &mut files, name, &text) {
+                    tracing::warn!(error = %e, "failed to write function log");
+                }
+            }
+            DiskOp::Remove(name) => {
+                files.remove(&name);
+                for path in [
+                    dir.join(format!("{name}.log")),
+                    dir.join(format!("{name}.log.1")),
+                ] {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn append(
+    dir: &Path,
+    files: &mut HashMap<Arc<str>, (BufWriter<File>, u64)>,
+    name: Arc<str>,
+    text: &str,
+) -> io::Result<()> {
+    let path = dir.join(format!("{name}.log"));
+    if !files.contains_key(&name) {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        files.insert(name.clone(), (BufWriter::new(file), len));
+    }
+    let (file, len) = files.get_mut(&name).expect("inserted above");
+    if *len + text.len() as u64 > ROTATE_BYTES {
+        file.flush()?;
+        std::fs::rename(&path, dir.join(format!("{name}.log.1")))?;
+        *file = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        *len = 0;
+    }
+    file.write_all(text.as_bytes())?;
+    *len += text.len() as u64;
+    Ok(())
+}
+
+/// The last lines of a log file, for seeding memory after a restart.
+fn read_tail(path: &Path) -> Vec<LogLine> {
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(RECENT_BYTES as u64);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.lines();
+    if start > 0 {
+        lines.next(); // most likely cut in the middle
+    }
+    lines.filter_map(LogLine::from_disk).collect()
+}
+
+/// What a call may still write; shared by an instance's stdout and stderr, reset per call.
+#[derive(Default)]
+pub(crate) struct OutputBudget {
+    remaining: AtomicU64,
+    truncated: AtomicBool,
+}
+
+impl OutputBudget {
+    pub(crate) fn reset(&self, bytes: u64) {
+        self.remaining.store(bytes, Ordering::Relaxed);
+        self.truncated.store(false, Ordering::Relaxed);
+    }
+
+    /// How many of `len` bytes may be kept; the first refusal of a call is reported once.
+    fn take(&self, len: usize, sink: &LogSink) -> usize {
+        let mut remaining = self.remaining.load(Ordering::Relaxed);
+        loop {
+            let take = remaining.min(len as u64);
+            match self.remaining.compare_exchange_weak(
+                remaining,
+                remaining - take,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if take < len as u64 && !self.truncated.swap(true, Ordering::Relaxed) {
+                        sink.push(
+                            Stream::Wafer,
+                            "output truncated: this call wrote more than its log budget".into(),
+                        );
+                    }
+                    return take as usize;
+                }
+                Err(now) => remaining = now,
+            }
+        }
+    }
+}
+
+/// A guest's stdout or stderr, as handed to `WasiCtxBuilder`.
+#[derive(Clone)]
+pub(crate) struct GuestOutput {
+    pub(crate) sink: Arc<LogSink>,
+    pub(crate) stream: Stream,
+    pub(crate) budget: Arc<OutputBudget>,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter::new(self.clone()))
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter::new(self.clone()))
+    }
+}
+
+/// Splits what a guest writes into lines. Writes always succeed: a guest must never trap (Rust's
+/// `println!` panics on error) because its logs are full.
+struct LineWriter {
+    out: GuestOutput,
+    partial: Vec<u8>,
+}
+
+impl LineWriter {
+    fn new(out: GuestOutput) -> LineWriter {
+        LineWriter {
+            out,
+            partial: Vec::new(),
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        let keep = self.out.budget.take(bytes.len(), &self.out.sink);
+        let mut rest = &bytes[..keep];
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..pos]);
+            self.emit();
+            rest = &rest[pos + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        while self.partial.len() >= MAX_LINE {
+            let tail = self.partial.split_off(MAX_LINE);
+            self.emit();
+            self.partial = tail;
+        }
+    }
+
+    fn emit(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial);
+        let line = line.strip_suffix('\r').unwrap_or(&line).to_string();
+        self.partial.clear();
+        self.out.sink.push(self.out.stream, line);
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(1 << 20)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_bytes(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn output(sink: &Arc<LogSink>, budget: u64) -> (LineWriter, Arc<OutputBudget>) {
+        let budget_ = Arc::new(OutputBudget::default());
+        budget_.reset(budget);
+        let out = GuestOutput {
+            sink: sink.clone(),
+            stream: Stream::Stdout,
+            budget: budget_.clone(),
+        };
+        (LineWriter::new(out), budget_)
+    }
+
+    #[test]
+    fn splits_lines_and_keeps_partials_until_drop() {
+        let logs = Logs::new(None).unwrap();
+        let sink = logs.sink("f");
+        let (mut w, _) = output(&sink, 1 << 20);
+        w.write_bytes(b"one\ntw");
+        w.write_bytes(b"o\r\nthree");
+        let texts: Vec<_> = sink.recent(10).into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["one", "two"]);
+        drop(w);
+        assert_eq!(sink.recent(1)[0].text, "three");
+    }
+
+    #[test]
+    fn budget_truncates_once_per_call() {
+        let logs = Logs::new(None).unwrap();
+        let sink = logs.sink("f");
+        let (mut w, budget) = output(&sink, 10);
+        for _ in 0..100 {
+            w.write_bytes(b"0123456789abcdef\n");
+        }
+        let lines = sink.recent(100);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].stream, Stream::Wafer);
+        budget.reset(100);
+        w.write_bytes(b"\nnext call\n");
+        let texts: Vec<_> = sink.recent(2).into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["0123456789", "next call"]);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_disk_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();
+            let sink = logs.sink("f");
+            for i in 0..(RECENT_LINES * 2) {
+                sink.push(Stream::Stderr, format!("line {i}"));
+            }
+            assert_eq!(sink.recent(usize::MAX).len(), RECENT_LINES);
+        }
+        // The writer thread drains its queue before the file is read back.
+        let path = dir.path().join("f.log");
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains(&format!("line {}", RECENT_LINES * 2 - 1)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();
+        let last = logs.sink("f").recent(1);
+        assert_eq!(last[0].text, format!("line {}", RECENT_LINES * 2 - 1));
+        assert_eq!(last[0].stream, Stream::Stderr);
+    }
+}

@@ -1,0 +1,153 @@
+//! The worker's Prometheus metrics, with per-function handles resolved once at deploy so that the
+//! request path never hashes label values.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::error::InvokeError;
+
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    invocations: IntCounterVec,
+    duration: HistogramVec,
+    cold_starts: IntCounterVec,
+    instantiate: HistogramVec,
+    instances: IntGaugeVec,
+    throttled: IntCounterVec,
+    evictions: IntCounterVec,
+}
+
+/// Buckets from 50 µs to 30 s: warm calls are microseconds, timeouts are seconds.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub(crate) fn new(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let metrics = Metrics {
+            invocations: IntCounterVec::new(
+                Opts::new(
+                    "wafer_invocations_total",
+                    "Function calls by outcome: ok, or the kind of error",
+                ),
+                &["function", "outcome"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "wafer_invocation_duration_seconds",
+                    "Time from admission to the end of the guest's handler",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["function"],
+            )?,
+            cold_starts: IntCounterVec::new(
+                Opts::new(
+                    "wafer_cold_starts_total",
+                    "Calls that had to instantiate a fresh instance",
+                ),
+                &["function"],
+            )?,
+            instantiate: HistogramVec::new(
+                HistogramOpts::new(
+                    "wafer_instantiate_seconds",
+                    "Time to instantiate a fresh instance",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["function"],
+            )?,
+            instances: IntGaugeVec::new(
+                Opts::new("wafer_instances", "Live instances by state (idle or busy)"),
+                &["function", "state"],
+            )?,
+            throttled: IntCounterVec::new(
+                Opts::new(
+                    "wafer_throttled_total",
+                    "Calls refused because the function's concurrency and queue were full",
+                ),
+                &["function"],
+            )?,
+            evictions: IntCounterVec::new(
+                Opts::new(
+                    "wafer_evictions_total",
+                    "Warm instances dropped early to make room for another function",
+                ),
+                &["function"],
+            )?,
+        };
+        registry.register(Box::new(metrics.invocations.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.cold_starts.clone()))?;
+        registry.register(Box::new(metrics.instantiate.clone()))?;
+        registry.register(Box::new(metrics.instances.clone()))?;
+        registry.register(Box::new(metrics.throttled.clone()))?;
+        registry.register(Box::new(metrics.evictions.clone()))?;
+        Ok(metrics)
+    }
+
+    pub(crate) fn function(&self, name: &str) -> FunctionMetrics {
+        FunctionMetrics {
+            name: name.to_string(),
+            invocations: self.invocations.clone(),
+            ok: self.invocations.with_label_values(&[name, "ok"]),
+            duration: self.duration.with_label_values(&[name]),
+            cold_starts: self.cold_starts.with_label_values(&[name]),
+            instantiate: self.instantiate.with_label_values(&[name]),
+            idle: self.instances.with_label_values(&[name, "idle"]),
+            busy: self.instances.with_label_values(&[name, "busy"]),
+            throttled: self.throttled.with_label_values(&[name]),
+            evictions: self.evictions.with_label_values(&[name]),
+        }
+    }
+
+    /// Drops a deleted function's series so that churn does not grow the registry forever.
+    pub(crate) fn remove(&self, name: &str) {
+        for kind in [
+            "ok",
+            "not_found",
+            "overloaded",
+            "no_capacity",
+            "timeout",
+            "memory_limit",
+            "trap",
+            "no_response",
+            "guest_error",
+            "instantiate",
+            "shutting_down",
+        ] {
+            let _ = self.invocations.remove_label_values(&[name, kind]);
+        }
+        let _ = self.duration.remove_label_values(&[name]);
+        let _ = self.cold_starts.remove_label_values(&[name]);
+        let _ = self.instantiate.remove_label_values(&[name]);
+        let _ = self.instances.remove_label_values(&[name, "idle"]);
+        let _ = self.instances.remove_label_values(&[name, "busy"]);
+        let _ = self.throttled.remove_label_values(&[name]);
+        let _ = self.evictions.remove_label_values(&[name]);
+    }
+}
+
+/// One function's series.
+#[derive(Clone)]
+pub(crate) struct FunctionMetrics {
+    name: String,
+    invocations: IntCounterVec,
+    pub(crate) ok: IntCounter,
+    pub(crate) duration: Histogram,
+    pub(crate) cold_starts: IntCounter,
+    pub(crate) instantiate: Histogram,
+    pub(crate) idle: IntGauge,
+    pub(crate) busy: IntGauge,
+    pub(crate) throttled: IntCounter,
+    pub(crate) evictions: IntCounter,
+}
+
+impl FunctionMetrics {
+    pub(crate) fn failed(&self, error: &InvokeError) {
+        self.invocations
+            .with_label_values(&[self.name.as_str(), error.kind()])
+            .inc();
+    }
+}

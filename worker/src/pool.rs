@@ -1,0 +1,265 @@
+//! Per-function instance pools: admission (permits and a bounded wait queue), warm instances, and
+//! the worker-wide instance budget.
+//!
+//! # Instance lifecycle
+//!
+//! - **Admission.** A call first takes one of the function's `concurrency` permits. If none is
+//!   free it waits, but only `max_queued` calls may wait and none longer than the function's
+//!   timeout; the rest are refused at once as overloaded (HTTP 429 with `Retry-After`).
+//! - **Warm or cold.** With a permit, the call takes the most recently used warm instance (LIFO,
+//!   so the rest age out) or, if there is none, instantiates a fresh one from the function's
+//!   pre-linked component: a cold start. A cold start also needs one of the worker's
+//!   `max_instances` slots; when they are all taken, the longest-idle warm instance of any
+//!   function is evicted to make room, and if no instance is idle the call fails with "no capacity".
+//! - **Reuse.** An instance whose call returned normally after sending a response goes back to the
+//!   pool: its globals and memory persist, as in Lambda. It is dropped instead after `reuse`
+//!   calls, or if the function runs in fresh-instance mode.
+//! - **Discard.** An instance that trapped, timed out, hit its memory limit, or returned without a
+//!   response is always dropped, never reused: its store may be poisoned mid-call.
+//! - **Broken reuse.** Some guests cannot serve a second request on one instance (componentize-js
+//!   `fetch`-event handlers). If an instance fails on a reused call before the function has ever
+//!   succeeded on one, the function switches to a fresh instance per call and says so in its logs;
+//!   the failed request is replayed on a fresh instance when it had no body. Setting `reuse = 1`
+//!   opts out of reuse up front.
+//! - **Expiry.** Warm instances idle for longer than `idle_timeout` are dropped by the reaper; with
+//!   none left the function has scaled to zero and its memory is back with the OS.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::InvokeError;
+use crate::instance::Instance;
+use crate::limits::Limits;
+use crate::metrics::FunctionMetrics;
+
+/// The worker-wide count of live instances; each [`Instance`] holds one [`Slot`].
+pub(crate) struct Slots {
+    live: AtomicU32,
+    max: u32,
+}
+
+impl Slots {
+    pub(crate) fn new(max: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            live: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    pub(crate) fn max(&self) -> u32 {
+        self.max
+    }
+
+    pub(crate) fn live(&self) -> u32 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if one is free.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+/// One live instance's claim on the worker's budget, returned on drop.
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a call holds while it runs: its permit and, for a warm start, an instance. Dropping it
+/// (however the call ends) frees the permit and the busy count.
+pub(crate) struct Lease {
+    _permit: OwnedSemaphorePermit,
+    busy: prometheus::IntGauge,
+    pub(crate) instance: Option<Instance>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.busy.dec();
+    }
+}
+
+/// One function version's instances.
+pub(crate) struct Pool {
+    permits: Arc<Semaphore>,
+    queued: AtomicU32,
+    idle: Mutex<Vec<Instance>>,
+    limits: Limits,
+    /// Set once a reused instance served a call: reuse works for this function.
+    reuse_proven: AtomicBool,
+    /// Set when reuse was seen to break: every call gets a fresh instance from then on.
+    fresh_only: AtomicBool,
+    metrics: FunctionMetrics,
+}
+
+impl Pool {
+    pub(crate) fn new(limits: Limits, metrics: FunctionMetrics) -> Pool {
+        Pool {
+            permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+            queued: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
+            fresh_only: AtomicBool::new(limits.reuse <= 1),
+            reuse_proven: AtomicBool::new(false),
+            limits,
+            metrics,
+        }
+    }
+
+    /// Admits a call, waiting in the bounded queue if needed, and hands it a warm instance if
+    /// there is one.
+    pub(crate) async fn acquire(&self, function: &str) -> Result<Lease, InvokeError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.wait_for_permit(function).await?,
+        };
+        let instance = if self.fresh_only.load(Ordering::Relaxed) {
+            None
+        } else {
+            self.idle.lock().unwrap().pop()
+        };
+        if instance.is_some() {
+            self.metrics.idle.dec();
+        }
+        self.metrics.busy.inc();
+        Ok(Lease {
+            _permit: permit,
+            busy: self.metrics.busy.clone(),
+            instance,
+        })
+    }
+
+    async fn wait_for_permit(&self, function: &str) -> Result<OwnedSemaphorePermit, InvokeError> {
+        let overloaded = |queued| InvokeError::Overloaded {
+            function: function.to_string(),
+            limit: self.limits.concurrency,
+            queued,
+            retry_after: Duration::from_secs(1),
+        };
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
+        let _leave = scopeguard(|| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        });
+        if queued >= self.limits.max_queued {
+            self.metrics.throttled.inc();
+            return Err(overloaded(queued));
+        }
+        match tokio::time::timeout(self.limits.timeout, self.permits.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(InvokeError::ShuttingDown),
+            Err(_elapsed) => {
+                self.metrics.throttled.inc();
+                Err(overloaded(queued + 1))
+            }
+        }
+    }
+
+    /// Returns an instance after a successful call, or drops it if it has served its share.
+    pub(crate) fn release(&self, instance: Instance, reused: bool) {
+        if reused {
+            self.reuse_proven.store(true, Ordering::Relaxed);
+        }
+        if instance.calls >= self.limits.reuse || self.fresh_only.load(Ordering::Relaxed) {
+            return;
+        }
+        self.idle.lock().unwrap().push(instance);
+        self.metrics.idle.inc();
+    }
+
+    /// Accounts for an instance dropped after a failed call. Returns true when the failure was on
+    /// a reused instance of a function that never proved reuse works: the pool has switched to a
+    /// fresh instance per call, and the caller may replay the request on one.
+    pub(crate) fn discard(&self, reused: bool) -> bool {
+        if reused
+            && !self.reuse_proven.load(Ordering::Relaxed)
+            && !self.fresh_only.swap(true, Ordering::Relaxed)
+        {
+            let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
+            self.metrics.idle.sub(dropped.len() as i64);
+            return true;
+        }
+        false
+    }
+
+    /// Whether every call gets a fresh instance.
+    pub(crate) fn fresh_only(&self) -> bool {
+        self.fresh_only.load(Ordering::Relaxed)
+    }
+
+    /// Whether reuse is on but has not yet been seen to work.
+    pub(crate) fn reuse_unproven(&self) -> bool {
+        !self.reuse_proven.load(Ordering::Relaxed) && !self.fresh_only()
+    }
+
+    /// Drops warm instances idle for longer than the function's `idle_timeout`.
+    pub(crate) fn reap(&self, now: Instant) -> usize {
+        let expired: Vec<Instance> = {
+            let mut idle = self.idle.lock().unwrap();
+            // LIFO: the oldest are at the front.
+            let n = idle
+                .iter()
+                .take_while(|i| now.duration_since(i.idle_since) >= self.limits.idle_timeout)
+                .count();
+            idle.drain(..n).collect()
+        };
+        self.metrics.idle.sub(expired.len() as i64);
+        expired.len()
+    }
+
+    /// When the longest-idle warm instance went idle, if any.
+    pub(crate) fn oldest_idle(&self) -> Option<Instant> {
+        self.idle.lock().unwrap().first().map(|i| i.idle_since)
+    }
+
+    /// Drops the longest-idle warm instance to free its slot for another function.
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap();
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        if evicted.is_some() {
+            self.metrics.idle.dec();
+            self.metrics.evictions.inc();
+        }
+        evicted.is_some()
+    }
+
+    /// Drops every warm instance (on delete or redeploy); busy ones finish and are dropped after.
+    pub(crate) fn drain(&self) {
+        self.fresh_only.store(true, Ordering::Relaxed);
+        let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
+        self.metrics.idle.sub(dropped.len() as i64);
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap().len();
+        let busy = self.limits.concurrency as usize - self.permits.available_permits();
+        (idle, busy)
+    }
+}
+
+/// Runs `f` when dropped, also when the enclosing future is cancelled.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
+}
