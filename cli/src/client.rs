@@ -57,7 +57,10 @@ impl Client {
     }
 
     /// Sends `request`; a non-2xx answer becomes an error carrying the server's message.
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         let response = request
             .send()
             .await

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "wafer", version, about = "WebAssembly functions: deploy a component, call it over HTTP")]
+#[command(
+    name = "wafer",
+    version,
+    about = "WebAssembly functions: deploy a component, call it over HTTP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: commands::Command,

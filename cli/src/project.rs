@@ -59,7 +59,9 @@ impl Project {
             return Ok(());
         };
         let component = self.component_path()?;
-        let built = std::fs::metadata(&component).and_then(|m| m.modified()).ok();
+        let built = std::fs::metadata(&component)
+            .and_then(|m| m.modified())
+            .ok();
         let stale = match built {
             None => true,
             Some(built) => newest_source(&self.dir, &component).is_some_and(|t| t > built),

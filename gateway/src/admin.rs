@@ -100,7 +100,10 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         .encode_to_string(&gateway.metrics.gather())
         .unwrap_or_else(|e| format!("# failed to encode metrics: {e}\n"));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -293,7 +296,11 @@ async fn logs(
         };
         Some((Ok(text), Some(rx)))
     });
-    let body = Body::from_stream(backlog.chain(live).map(|r: Result<String, std::convert::Infallible>| r));
+    let body = Body::from_stream(
+        backlog
+            .chain(live)
+            .map(|r: Result<String, std::convert::Infallible>| r),
+    );
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 

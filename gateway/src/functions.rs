@@ -49,16 +49,25 @@ impl Functions {
     /// stored components no record uses.
     pub async fn open(data_dir: &Path, backend: Arc<dyn Backend>) -> Result<Functions, ApiError> {
         let dir = data_dir.join("functions");
-        std::fs::create_dir_all(&dir)
-            .map_err(ApiError::storage(format!("failed to create {}", dir.display())))?;
-        disk::remove_temporaries(&dir)
-            .map_err(ApiError::storage(format!("failed to clean {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(ApiError::storage(format!(
+            "failed to create {}",
+            dir.display()
+        )))?;
+        disk::remove_temporaries(&dir).map_err(ApiError::storage(format!(
+            "failed to clean {}",
+            dir.display()
+        )))?;
         let mut records = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(ApiError::storage(format!("failed to read {}", dir.display())))?;
+        let entries = std::fs::read_dir(&dir).map_err(ApiError::storage(format!(
+            "failed to read {}",
+            dir.display()
+        )))?;
         for entry in entries {
             let path = entry
-                .map_err(ApiError::storage(format!("failed to read {}", dir.display())))?
+                .map_err(ApiError::storage(format!(
+                    "failed to read {}",
+                    dir.display()
+                )))?
                 .path();
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
@@ -67,19 +76,28 @@ impl Functions {
                 Ok(record) => {
                     records.insert(record.name.clone(), record);
                 }
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record")
+                }
             }
         }
         let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
         for record in records.values() {
             let started = std::time::Instant::now();
             let result = match record.manifest.validate(&record.name) {
-                Ok(spec) => backend.install(deployment(&spec, record)).await.map_err(ApiError::from),
+                Ok(spec) => backend
+                    .install(deployment(&spec, record))
+                    .await
+                    .map_err(ApiError::from),
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok(()) => tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded"),
-                Err(e) => tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served"),
+                Ok(()) => {
+                    tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded")
+                }
+                Err(e) => {
+                    tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served")
+                }
             }
         }
         let removed = backend.retain(live).await?;
@@ -158,7 +176,10 @@ impl Functions {
         let path = self.record_path(name);
         std::fs::remove_file(&path)
             .and_then(|()| disk::sync_dir(&self.dir))
-            .map_err(ApiError::storage(format!("failed to remove {}", path.display())))?;
+            .map_err(ApiError::storage(format!(
+                "failed to remove {}",
+                path.display()
+            )))?;
         self.records.write().unwrap().remove(name);
         self.publish_routes();
         self.backend.remove(name);
@@ -186,7 +207,9 @@ impl Functions {
     fn publish_routes(&self) {
         let records = self.records.read().unwrap();
         self.router.store(RouteTable::new(
-            records.values().map(|r| (r.route.as_str(), r.name.as_str())),
+            records
+                .values()
+                .map(|r| (r.route.as_str(), r.name.as_str())),
         ));
     }
 
@@ -197,8 +220,10 @@ impl Functions {
     fn write_record(&self, record: &Record) -> Result<(), ApiError> {
         let path = self.record_path(&record.name);
         let json = serde_json::to_vec_pretty(record).expect("records serialize");
-        disk::atomic_write(&path, &json)
-            .map_err(ApiError::storage(format!("failed to write {}", path.display())))
+        disk::atomic_write(&path, &json).map_err(ApiError::storage(format!(
+            "failed to write {}",
+            path.display()
+        )))
     }
 }
 
@@ -216,7 +241,10 @@ fn read_record(path: &Path) -> Result<Record, String> {
     let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if stem != record.name {
-        return Err(format!("record names `{}` but is stored as `{stem}`", record.name));
+        return Err(format!(
+            "record names `{}` but is stored as `{stem}`",
+            record.name
+        ));
     }
     Ok(record)
 }

@@ -100,14 +100,19 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ManifestError> {
 }
 
 impl Manifest {
-    /// Parses TOML (as in `wafer.toml`).
+    /// Parses TOML (as in `wafer.toml`). Errors name the offending key's path.
     pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
-        toml::from_str(text).map_err(|e| ManifestError(format!("invalid manifest: {}", e.message())))
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| ManifestError(format!("invalid manifest: {}", e.message())))?;
+        serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| path_error(e.path(), e.inner().message()))
     }
 
-    /// Parses JSON (as the admin API takes it).
+    /// Parses JSON (as the admin API takes it). Errors name the offending key's path.
     pub fn from_json(text: &[u8]) -> Result<Manifest, ManifestError> {
-        serde_json::from_slice(text).map_err(|e| ManifestError(format!("invalid manifest: {e}")))
+        let mut deserializer = serde_json::Deserializer::from_slice(text);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|e| path_error(e.path(), &e.inner().to_string()))
     }
 
     /// Checks every field and fills in defaults. `name` is the function's name as addressed (the
@@ -210,6 +215,15 @@ impl Manifest {
             build: None,
             ..self.clone()
         }
+    }
+}
+
+fn path_error(path: &serde_path_to_error::Path, message: &str) -> ManifestError {
+    let path = path.to_string();
+    if path == "." || path.is_empty() {
+        ManifestError(format!("invalid manifest: {message}"))
+    } else {
+        ManifestError(format!("invalid manifest: {path}: {message}"))
     }
 }
 
@@ -350,7 +364,11 @@ impl ByteSize {
             "MiB" | "Mi" | "mib" => 1 << 20,
             "G" | "GB" | "gb" => 1000 * 1000 * 1000,
             "GiB" | "Gi" | "gib" => 1 << 30,
-            _ => return Err(format!("`{text}` has an unknown unit `{unit}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+            _ => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{unit}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ));
+            }
         };
         let number: f64 = number
             .parse()
@@ -372,7 +390,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             Text(String),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a size: a number of bytes or a string like \"128MiB\"")
+            serde::de::Error::custom(
+                "expected a size: a number of bytes or a string like \"128MiB\"",
+            )
         })? {
             Raw::Int(n) if n >= 0 => Ok(ByteSize(n as u64)),
             Raw::Int(n) => Err(serde::de::Error::custom(format!("size {n} is negative"))),
@@ -412,10 +432,14 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Text(String),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a duration: a number of seconds or a string like \"30s\"")
+            serde::de::Error::custom(
+                "expected a duration: a number of seconds or a string like \"30s\"",
+            )
         })? {
             Raw::Int(n) if n >= 0 => Ok(HumanDuration(Duration::from_secs(n as u64))),
-            Raw::Int(n) => Err(serde::de::Error::custom(format!("duration {n} is negative"))),
+            Raw::Int(n) => Err(serde::de::Error::custom(format!(
+                "duration {n} is negative"
+            ))),
             Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
         }
     }
@@ -484,7 +508,9 @@ mod tests {
     #[test]
     fn wrong_types_and_ranges_are_named() {
         let e = Manifest::from_toml("[limits]\nconcurrency = \"lots\"").unwrap_err();
-        assert!(e.0.contains("concurrency") || e.0.contains("integer"), "{e}");
+        assert!(e.0.contains("limits.concurrency: invalid type"), "{e}");
+        let e = Manifest::from_json(br#"{"scaling": {"reuse": "often"}}"#).unwrap_err();
+        assert!(e.0.contains("scaling.reuse: invalid type"), "{e}");
         let e = Manifest::from_toml("[limits]\nmemory = -5").unwrap_err();
         assert!(e.0.contains("negative"), "{e}");
         let m = Manifest::from_toml("[limits]\nmemory = \"64TiB\"");
@@ -493,7 +519,12 @@ mod tests {
         let e = m.validate("f").unwrap_err();
         assert!(e.0.starts_with("limits.memory"), "{e}");
         let m = Manifest::from_toml("[limits]\nconcurrency = 0").unwrap();
-        assert!(m.validate("f").unwrap_err().0.contains("limits.concurrency"));
+        assert!(
+            m.validate("f")
+                .unwrap_err()
+                .0
+                .contains("limits.concurrency")
+        );
         let m = Manifest::from_toml("[limits]\ntimeout = \"1year\"").unwrap();
         assert!(m.validate("f").unwrap_err().0.contains("limits.timeout"));
     }
@@ -504,7 +535,15 @@ mod tests {
             validate_name(good).unwrap();
         }
         for bad in [
-            "", "-a", "a-", "Hello", "../etc", "a/b", "a.b", "héllo", "hеllo", // Cyrillic e
+            "",
+            "-a",
+            "a-",
+            "Hello",
+            "../etc",
+            "a/b",
+            "a.b",
+            "héllo",
+            "hеllo", // Cyrillic e
             &"x".repeat(64),
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
@@ -516,7 +555,15 @@ mod tests {
         assert_eq!(validate_route("/").unwrap(), "/");
         assert_eq!(validate_route("/a/b.c/").unwrap(), "/a/b.c");
         for bad in [
-            "a", "/a//b", "/a/../b", "/./x", "/a%2e", "/_wafer", "/_WAFER/x", "/a b", "/é",
+            "a",
+            "/a//b",
+            "/a/../b",
+            "/./x",
+            "/a%2e",
+            "/_wafer",
+            "/_WAFER/x",
+            "/a b",
+            "/é",
         ] {
             assert!(validate_route(bad).is_err(), "{bad}");
         }
@@ -535,7 +582,10 @@ mod tests {
             HumanDuration::parse("500ms").unwrap().0,
             Duration::from_millis(500)
         );
-        assert_eq!(HumanDuration::parse("2m").unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            HumanDuration::parse("2m").unwrap().0,
+            Duration::from_secs(120)
+        );
         assert_eq!(HumanDuration::parse("7").unwrap().0, Duration::from_secs(7));
         assert!(HumanDuration::parse("soon").is_err());
     }

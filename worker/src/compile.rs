@@ -91,7 +91,9 @@ impl Components {
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, DeployError> {
         check_is_component(bytes)?;
         Component::new(&self.engine, bytes).map_err(|e| {
-            DeployError::Invalid(format!("the component failed to validate or compile: {e:#}"))
+            DeployError::Invalid(format!(
+                "the component failed to validate or compile: {e:#}"
+            ))
         })
     }
 
@@ -104,19 +106,34 @@ impl Components {
     ) -> Result<(), DeployError> {
         let source = self.source_path(digest);
         if !source.exists() {
-            disk::atomic_write(&source, bytes)
-                .map_err(DeployError::io(format!("failed to store {}", source.display())))?;
+            disk::atomic_write(&source, bytes).map_err(DeployError::io(format!(
+                "failed to store {}",
+                source.display()
+            )))?;
         }
         let artifact = self.artifact_path(digest);
         if !artifact.exists() {
             let code = component
                 .serialize()
                 .map_err(|e| DeployError::Internal(format!("failed to serialize: {e:#}")))?;
-            disk::atomic_write(&artifact, &code)
-                .map_err(DeployError::io(format!("failed to store {}", artifact.display())))?;
+            disk::atomic_write(&artifact, &code).map_err(DeployError::io(format!(
+                "failed to store {}",
+                artifact.display()
+            )))?;
         }
         self.loaded.insert(digest.to_string(), component.clone());
         Ok(())
+    }
+
+    /// The component with this digest if it is compiled already (in memory or on disk).
+    pub(crate) fn cached(&self, digest: &str) -> Option<Component> {
+        if let Some(component) = self.loaded.get(digest) {
+            return Some(component.clone());
+        }
+        if !self.source_path(digest).exists() || !self.artifact_path(digest).exists() {
+            return None;
+        }
+        self.load(digest).ok()
     }
 
     /// The component with this digest: from memory, else its artifact, else compiled again from
@@ -147,7 +164,12 @@ impl Components {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(DeployError::UnknownComponent(digest.to_string()));
             }
-            Err(e) => return Err(DeployError::io(format!("failed to read {}", source.display()))(e)),
+            Err(e) => {
+                return Err(DeployError::io(format!(
+                    "failed to read {}",
+                    source.display()
+                ))(e));
+            }
         };
         if self::digest(&bytes) != digest {
             return Err(DeployError::Internal(format!(

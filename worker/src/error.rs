@@ -25,7 +25,9 @@ pub enum InvokeError {
     },
 
     /// The worker as a whole has no room for another instance (every pool slot is busy).
-    #[error("no capacity for another instance of `{function}`: all {slots} instance slots are busy")]
+    #[error(
+        "no capacity for another instance of `{function}`: all {slots} instance slots are busy"
+    )]
     NoCapacity { function: String, slots: u32 },
 
     /// The call ran past the function's wall-clock timeout and was stopped.

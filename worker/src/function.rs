@@ -80,7 +80,8 @@ impl Function {
             let task = tokio::spawn(run(self.clone(), shared.clone(), lease, request, respond));
             match response.await {
                 Ok(Ok(response)) => {
-                    return Ok(response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
+                    return Ok(response
+                        .map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
                 }
                 Ok(Err(code)) => {
                     return Err(InvokeError::Guest {
@@ -148,7 +149,10 @@ async fn run(
     let error = match tokio::time::timeout(limits.timeout, attempt).await {
         Ok(Ok((instance, Ok(())))) if instance.responded() => {
             function.metrics.ok.inc();
-            function.metrics.duration.observe(started.elapsed().as_secs_f64());
+            function
+                .metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
             let mut instance = instance;
             instance.idle_since = Instant::now();
             function.pool.release(instance, reused);
@@ -165,7 +169,10 @@ async fn run(
             timeout: limits.timeout,
         },
     };
-    function.metrics.duration.observe(started.elapsed().as_secs_f64());
+    function
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     function.metrics.failed(&error);
     function.logs.push(Stream::Wafer, error.to_string());
     tracing::debug!(function = %function.name, error = %error, "call failed");
@@ -194,19 +201,22 @@ async fn start_instance(function: &Function, shared: &Shared) -> Result<Instance
         Some(slot) => slot,
         None => {
             shared.evict_longest_idle();
-            shared.slots.try_take().ok_or_else(|| InvokeError::NoCapacity {
-                function: function.name.to_string(),
-                slots: shared.slots.max(),
-            })?
+            shared
+                .slots
+                .try_take()
+                .ok_or_else(|| InvokeError::NoCapacity {
+                    function: function.name.to_string(),
+                    slots: shared.slots.max(),
+                })?
         }
     };
     let started = Instant::now();
-    let instance = Instance::start(function, slot).await.map_err(|e| {
-        InvokeError::Instantiate {
+    let instance = Instance::start(function, slot)
+        .await
+        .map_err(|e| InvokeError::Instantiate {
             function: function.name.to_string(),
             reason: trap_reason(&e),
-        }
-    })?;
+        })?;
     function.metrics.cold_starts.inc();
     function
         .metrics

@@ -12,10 +12,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::limits::Limiter;
-use crate::logs::{GuestOutput, OutputBudget, Stream};
 use crate::function::FunctionConfig;
+use crate::limits::Limiter;
 use crate::logs::LogSink;
+use crate::logs::{GuestOutput, OutputBudget, Stream};
 
 /// The `T` of every `Store<T>`: one instance's host-side state.
 pub(crate) struct Host {
@@ -241,7 +241,11 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        let a = allowed(&["api.example.com", "https://*.good.org", "http://127.0.0.1:*"]);
+        let a = allowed(&[
+            "api.example.com",
+            "https://*.good.org",
+            "http://127.0.0.1:*",
+        ]);
         assert!(a.allows(&uri("https://api.example.com/x")));
         assert!(a.allows(&uri("http://API.example.com:8080/x")));
         assert!(!a.allows(&uri("https://example.com/")));
@@ -249,7 +253,10 @@ mod tests {
         assert!(!a.allows(&uri("https://good.org/")));
         assert!(!a.allows(&uri("https://evilgood.org/")));
         assert!(!a.allows(&uri("http://a.good.org/")), "scheme must match");
-        assert!(!a.allows(&uri("https://a.good.org:8443/")), "https default port only");
+        assert!(
+            !a.allows(&uri("https://a.good.org:8443/")),
+            "https default port only"
+        );
         assert!(a.allows(&uri("http://127.0.0.1:9999/")));
         assert!(!a.allows(&uri("https://127.0.0.1:9999/")));
         assert!(allowed(&["*"]).allows(&uri("http://anything:1/")));

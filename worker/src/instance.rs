@@ -35,7 +35,10 @@ pub(crate) struct Instance {
 impl Instance {
     /// Instantiates the function's pre-linked component in a fresh store: a cold start.
     pub(crate) async fn start(function: &Function, slot: Slot) -> wasmtime::Result<Instance> {
-        let mut store = Store::new(function.pre.engine(), Host::new(&function.config, &function.logs));
+        let mut store = Store::new(
+            function.pre.engine(),
+            Host::new(&function.config, &function.logs),
+        );
         store.limiter(|host| &mut host.limiter);
         // Yield to tokio on every epoch tick: a guest spinning on the CPU then shares its thread
         // and a wall-clock timeout around the call can stop it.

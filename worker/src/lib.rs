@@ -208,7 +208,6 @@ impl Worker {
         tokio::spawn(reap(Arc::downgrade(&shared)));
         Ok(Worker { shared })
     }
-
 }
 
 impl Shared {
@@ -312,9 +311,14 @@ impl Backend for Worker {
         let shared = self.shared.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
+                let digest = compile::digest(&component);
+                // Bytes seen before are compiled already (in memory or on disk).
+                if let Some(compiled) = shared.components.cached(&digest) {
+                    shared.link(&compiled)?;
+                    return Ok(digest);
+                }
                 let compiled = shared.components.compile(&component)?;
                 shared.link(&compiled)?;
-                let digest = compile::digest(&component);
                 shared.components.store(&digest, &component, &compiled)?;
                 Ok(digest)
             })

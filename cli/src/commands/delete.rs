@@ -18,7 +18,10 @@ impl Delete {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let client = Client::new(&self.server)?;
         client
-            .send(client.request(Method::DELETE, &format!("/_wafer/v1/functions/{}", self.name)))
+            .send(client.request(
+                Method::DELETE,
+                &format!("/_wafer/v1/functions/{}", self.name),
+            ))
             .await?;
         println!("deleted {}", self.name);
         Ok(ExitCode::SUCCESS)

@@ -39,11 +39,15 @@ impl Invoke {
             None => None,
             Some("-") => {
                 let mut buf = Vec::new();
-                std::io::stdin().read_to_end(&mut buf).context("failed to read stdin")?;
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("failed to read stdin")?;
                 Some(buf)
             }
             Some(data) => match data.strip_prefix('@') {
-                Some(file) => Some(std::fs::read(file).with_context(|| format!("failed to read {file}"))?),
+                Some(file) => {
+                    Some(std::fs::read(file).with_context(|| format!("failed to read {file}"))?)
+                }
                 None => Some(data.as_bytes().to_vec()),
             },
         };
@@ -53,7 +57,10 @@ impl Invoke {
             None if body.is_some() => Method::POST,
             None => Method::GET,
         };
-        let mut request = client.request(method, &format!("/_wafer/v1/functions/{}/invoke", self.name));
+        let mut request = client.request(
+            method,
+            &format!("/_wafer/v1/functions/{}/invoke", self.name),
+        );
         if let Some(path) = &self.path {
             request = request.header("x-wafer-path", path);
         }
@@ -86,7 +93,11 @@ impl Invoke {
         }
         stdout.flush()?;
         if !status.is_success() {
-            let source = if platform_error { "wafer" } else { "the function" };
+            let source = if platform_error {
+                "wafer"
+            } else {
+                "the function"
+            };
             eprintln!("\n{source} answered HTTP {status}");
             return Ok(ExitCode::FAILURE);
         }

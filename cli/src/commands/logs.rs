@@ -58,7 +58,9 @@ impl Logs {
 fn print_line(line: &Line) {
     let time = line
         .time_ms
-        .map(|ms| humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string())
+        .map(|ms| {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        })
         .unwrap_or_default();
     println!("{time} {:<6} {}", line.stream, line.text);
 }

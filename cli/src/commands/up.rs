@@ -32,6 +32,12 @@ pub struct Up {
     /// Live instances (warm or busy) across all functions.
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// Largest component upload accepted by the admin API, e.g. 128MiB.
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    max_upload: u64,
+    /// Largest request body passed to a function, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_body: u64,
     /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -67,7 +73,8 @@ impl Up {
             GatewayConfig {
                 data_dir: self.data.clone(),
                 admin_token: token,
-                ..GatewayConfig::default()
+                max_upload: self.max_upload,
+                max_request_body: self.max_body,
             },
             Arc::new(worker),
             registry,
@@ -84,7 +91,10 @@ impl Up {
                 .deploy(&name, project.manifest.clone(), component.into())
                 .await
                 .with_context(|| format!("failed to deploy {}", path.display()))?;
-            eprintln!("deployed {name} v{} at http://{addr}{}", record.version, record.route);
+            eprintln!(
+                "deployed {name} v{} at http://{addr}{}",
+                record.version, record.route
+            );
         }
         for record in gateway.functions.list() {
             tracing::info!(function = %record.name, url = %format!("http://{addr}{}", record.route), "serving");
@@ -116,6 +126,10 @@ impl Up {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    wafer_gateway::manifest::ByteSize::parse(text).map(|s| s.0)
 }
 
 async fn wait_for_signal() {

@@ -38,10 +38,7 @@ pub async fn call(gateway: &Gateway, function: &str, request: Request) -> Respon
 }
 
 /// Bounds the body and makes sure wasi:http gets an authority.
-fn into_worker_request(
-    request: Request,
-    max_body: u64,
-) -> Result<wafer_worker::Request, ApiError> {
+fn into_worker_request(request: Request, max_body: u64) -> Result<wafer_worker::Request, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -1,0 +1,244 @@
+//! Deploy, call, redeploy, delete, restart, route, and shut down, the way a user would.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::support::{Wafer, error_of, get, guest, http, root};
+
+#[tokio::test]
+async fn deploy_call_redeploy_delete_with_the_cli() {
+    let wafer = Wafer::start();
+    guest("hello");
+
+    // The README's path: a manifest folder.
+    let out = wafer.cli(&["deploy", "examples/hello"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("deployed hello v1"), "{printed}");
+
+    let (status, body) = get(&wafer.url("/hello")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from wafer! (GET /hello)\n")
+    );
+    // Everything below the route, with its query, reaches the function unchanged.
+    let (_, body) = get(&wafer.url("/hello/a/b?x=1&y=2")).await;
+    assert_eq!(body, "Hello from wafer! (GET /hello/a/b?x=1&y=2)\n");
+    let echoed = http()
+        .post(wafer.url("/hello/echo"))
+        .body(vec![b'z'; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), 200);
+    assert_eq!(echoed.bytes().await.unwrap().len(), 300_000);
+
+    // Redeploy from flags: new version, new environment.
+    let wasm = guest("hello");
+    let out = wafer.cli(&[
+        "deploy",
+        "--name",
+        "hello",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--env",
+        "GREETING=Howdy",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed hello v2"));
+    let (_, body) = get(&wafer.url("/hello")).await;
+    assert_eq!(body, "Howdy from wafer! (GET /hello)\n");
+
+    let out = wafer.cli(&["list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("hello ") && l.contains(" 2 /hello ")),
+        "{listing}"
+    );
+
+    let out = wafer.cli(&["invoke", "hello", "--path", "/hello/via-cli"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Howdy from wafer! (GET /hello/via-cli)\n"
+    );
+    let out = wafer.cli(&["invoke", "hello", "-d", "posted"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "posted");
+
+    let out = wafer.cli(&["logs", "hello"]);
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("stdout GET /hello/a/b?x=1&y=2"), "{logs}");
+    assert!(logs.contains("stdout POST /hello"), "{logs}");
+
+    let out = wafer.cli(&["delete", "hello"]);
+    assert!(out.status.success());
+    let (status, body) = get(&wafer.url("/hello")).await;
+    assert_eq!(status, 404);
+    assert!(error_of(&body).contains("no function is routed at /hello"));
+    let out = wafer.cli(&["delete", "hello"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no function named `hello`"));
+}
+
+#[tokio::test]
+async fn restart_serves_every_function_from_the_compiled_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut wafer = Wafer::start_in(&data, &[]);
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    wafer
+        .deploy_ok("counter", &guest("counter"), "route = \"/count\"")
+        .await;
+    assert_eq!(get(&wafer.url("/count")).await, (200, "1".into()));
+    assert!(wafer.terminate().success(), "{}", wafer.stderr());
+
+    let artifacts: Vec<_> = std::fs::read_dir(data.join("compiled"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path(), e.metadata().unwrap().modified().unwrap())
+        })
+        .collect();
+    assert_eq!(artifacts.len(), 2);
+
+    let wafer = Wafer::start_in(&data, &[]);
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    // A fresh process: a fresh instance, so the counter starts again.
+    assert_eq!(get(&wafer.url("/count")).await, (200, "1".into()));
+    // Nothing was compiled again: the artifacts are the same files, untouched.
+    for (path, modified) in artifacts {
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            modified
+        );
+    }
+    let info: serde_json::Value = wafer
+        .admin(Method::GET, "/_wafer/v1/functions/counter")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["route"], "/count");
+    assert_eq!(info["version"], 1);
+}
+
+#[tokio::test]
+async fn routes_longest_prefix_wins_and_conflicts_are_refused() {
+    let wafer = Wafer::start();
+    let hello = guest("hello");
+    wafer
+        .deploy_ok(
+            "outer",
+            &hello,
+            "route = \"/api\"\n[env]\nGREETING = \"outer\"",
+        )
+        .await;
+    wafer
+        .deploy_ok(
+            "inner",
+            &hello,
+            "route = \"/api/v2\"\n[env]\nGREETING = \"inner\"",
+        )
+        .await;
+    wafer
+        .deploy_ok("root", &hello, "route = \"/\"\n[env]\nGREETING = \"root\"")
+        .await;
+
+    let greeting = |body: String| body.split(' ').next().unwrap().to_string();
+    assert_eq!(greeting(get(&wafer.url("/api/v2/x")).await.1), "inner");
+    assert_eq!(greeting(get(&wafer.url("/api/v20")).await.1), "outer");
+    assert_eq!(greeting(get(&wafer.url("/api")).await.1), "outer");
+    assert_eq!(greeting(get(&wafer.url("/elsewhere")).await.1), "root");
+    // The reserved prefix never reaches a function, not even one routed at /.
+    let (status, body) = get(&wafer.url("/_wafer/nothing-here")).await;
+    assert_eq!(status, 404);
+    assert!(error_of(&body).contains("no wafer API"));
+
+    let response = wafer.deploy("other", &hello, "route = \"/api\"").await;
+    assert_eq!(response.status(), 409);
+    assert!(
+        error_of(&response.text().await.unwrap()).contains("already belongs to function `outer`")
+    );
+    let response = wafer
+        .deploy("sneaky", &hello, "route = \"/_wafer/v1\"")
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(error_of(&response.text().await.unwrap()).contains("reserves"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_calls_in_flight_finish() {
+    let mut wafer = Wafer::start();
+    wafer.deploy_ok("sleep", &guest("sleep"), "").await;
+    let url = wafer.url("/sleep?ms=1500");
+    let call = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wafer.terminate();
+        (status, wafer.stderr())
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "exit {:?}; stderr:\n{}",
+        status.0,
+        status.1
+    );
+    assert_eq!(call.await.unwrap(), (200, "slept 1500 ms\n".into()));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn generated_admin_token_is_private_and_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // No --token: wafer generates one into the data directory.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("WAFER_TOKEN")
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let url = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        loop {
+            let line = lines.next().expect("wafer printed listening").unwrap();
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_string();
+            }
+        }
+    };
+    let token_path = data.join("admin-token");
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert!(token.len() >= 32);
+    let ok = http()
+        .get(format!("{url}/_wafer/v1/functions"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,258 @@
+//! Guests that misbehave get a clear error, are discarded, and never stop others being served;
+//! instances are reused while healthy; overload is refused with 429.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::support::{Wafer, error_of, get, guest, http};
+
+/// A healthy function keeps answering next to a misbehaving one.
+async fn assert_hello_serves(wafer: &Wafer) {
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_trapping_guest_gets_500_with_the_reason_and_its_panic_in_the_logs() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    wafer.deploy_ok("trap", &guest("trap"), "").await;
+    for _ in 0..3 {
+        let response = http().get(wafer.url("/trap")).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()["x-wafer-error"], "trap");
+        let error = error_of(&response.text().await.unwrap());
+        assert!(error.contains("function `trap` trapped"), "{error}");
+        assert!(error.contains("panicked"), "{error}");
+        assert_hello_serves(&wafer).await;
+    }
+    let out = wafer.cli(&["logs", "trap"]);
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("boom: this fixture always panics"), "{logs}");
+    assert!(logs.contains("wafer  function `trap` trapped"), "{logs}");
+    // Each trap discarded its instance: three calls, three cold starts, nothing kept.
+    let info: serde_json::Value = wafer
+        .admin(Method::GET, "/_wafer/v1/functions/trap")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["status"]["instances_idle"], 0);
+    let metrics = http()
+        .get(wafer.url("/_wafer/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wafer_cold_starts_total{function=\"trap\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wafer_invocations_total{function=\"trap\",outcome=\"trap\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_spinning_guest_is_stopped_at_its_timeout_with_504() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    wafer
+        .deploy_ok("spin", &guest("spin"), "[limits]\ntimeout = \"1s\"")
+        .await;
+    wafer
+        .deploy_ok("sleep", &guest("sleep"), "[limits]\ntimeout = \"500ms\"")
+        .await;
+
+    let spinning = tokio::spawn({
+        let url = wafer.url("/spin");
+        async move {
+            let started = Instant::now();
+            let response = http().get(url).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap(),
+                started.elapsed(),
+            )
+        }
+    });
+    // While it spins, others are served promptly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    assert_hello_serves(&wafer).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (status, body, took) = spinning.await.unwrap();
+    assert_eq!(status, 504);
+    assert!(error_of(&body).contains("timed out after 1s"), "{body}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // Blocked in a host call (a sleep) rather than spinning: stopped the same way.
+    let (status, body) = get(&wafer.url("/sleep?ms=5000")).await;
+    assert_eq!(status, 504);
+    assert!(error_of(&body).contains("timed out after 500ms"), "{body}");
+    assert_eq!(get(&wafer.url("/sleep?ms=10")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_guest_growing_past_its_memory_limit_gets_500_and_others_are_served() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    wafer
+        .deploy_ok("grow", &guest("grow"), "[limits]\nmemory = \"32MiB\"")
+        .await;
+    for _ in 0..2 {
+        let (status, body) = get(&wafer.url("/grow")).await;
+        assert_eq!(status, 500);
+        let error = error_of(&body);
+        assert!(
+            error.contains("exceeded its memory limit of 33554432 bytes"),
+            "{error}"
+        );
+        assert_hello_serves(&wafer).await;
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_never_responds_gets_502() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("silent", &guest("no-response"), "").await;
+    let response = http().get(wafer.url("/silent")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["x-wafer-error"], "no_response");
+    assert!(error_of(&response.text().await.unwrap()).contains("without sending a response"));
+}
+
+#[tokio::test]
+async fn overload_beyond_concurrency_and_queue_gets_429_with_retry_after() {
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "sleep",
+            &guest("sleep"),
+            "[limits]\nconcurrency = 2\nmax_queued = 1",
+        )
+        .await;
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let url = wafer.url("/sleep?ms=1500");
+            tokio::spawn(async move {
+                let response = http().get(url).send().await.unwrap();
+                let retry_after = response.headers().get("retry-after").cloned();
+                (response.status().as_u16(), retry_after)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut throttled = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (200, _) => ok += 1,
+            (429, Some(retry_after)) => {
+                assert_eq!(retry_after, "1");
+                throttled += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Two run, one waits for a free slot, the other three are refused at once.
+    assert_eq!((ok, throttled), (3, 3));
+    let metrics = http()
+        .get(wafer.url("/_wafer/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wafer_throttled_total{function=\"sleep\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn warm_instances_are_reused_up_to_the_reuse_limit() {
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok("counter", &guest("counter"), "[scaling]\nreuse = 3")
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(get(&wafer.url("/counter")).await.1);
+    }
+    // Globals persist across calls on one instance; after 3 calls it is replaced.
+    assert_eq!(seen, ["1", "2", "3", "1", "2", "3", "1"]);
+
+    wafer
+        .deploy_ok("fresh", &guest("counter"), "[scaling]\nreuse = 1")
+        .await;
+    for _ in 0..3 {
+        assert_eq!(get(&wafer.url("/fresh")).await.1, "1");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_breaks_on_reuse_is_switched_to_fresh_instances_without_failing_a_call() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("once", &guest("reuse-once"), "").await;
+    for _ in 0..5 {
+        let (status, body) = get(&wafer.url("/once")).await;
+        assert_eq!((status, body.as_str()), (200, "fresh instance\n"));
+    }
+    let info: serde_json::Value = wafer
+        .admin(Method::GET, "/_wafer/v1/functions/once")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["status"]["fresh_instance_per_call"], true);
+    let out = wafer.cli(&["logs", "once"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("serving every call from a fresh instance")
+    );
+}
+
+#[tokio::test]
+async fn idle_instances_are_dropped_after_the_idle_timeout() {
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "counter",
+            &guest("counter"),
+            "[scaling]\nidle_timeout = \"1s\"",
+        )
+        .await;
+    assert_eq!(get(&wafer.url("/counter")).await.1, "1");
+    assert_eq!(get(&wafer.url("/counter")).await.1, "2");
+    let status = |wafer: &Wafer| {
+        let request = wafer.admin(Method::GET, "/_wafer/v1/functions/counter");
+        async move {
+            let info: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            info["status"]["instances_idle"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(status(&wafer).await, 1);
+    // The reaper runs each second; give it a few.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&wafer).await != 0 {
+        assert!(Instant::now() < deadline, "idle instance never dropped");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Scaled to zero: the next call is a cold start on a fresh instance.
+    assert_eq!(get(&wafer.url("/counter")).await.1, "1");
+}

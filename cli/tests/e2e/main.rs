@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `wafer` binary on port 0, real components, real HTTP.
+
+mod deploy;
+mod errors;
+mod limits;
+mod sandbox;
+mod support;

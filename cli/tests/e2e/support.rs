@@ -1,0 +1,237 @@
+//! Test support: guest components built once per run, and a real `wafer up` process on port 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+/// Where guest builds go: one target directory shared by the examples and the fixtures.
+fn guest_target() -> PathBuf {
+    root().join("target").join("guests")
+}
+
+/// Builds `examples/` and the fixtures in `tests/guests/` once per test process.
+fn build_guests() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        for dir in [root().join("examples"), root().join("cli/tests/guests")] {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "--quiet"])
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", guest_target())
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("run cargo for the guests");
+            assert!(
+                status.success(),
+                "building guests in {} failed",
+                dir.display()
+            );
+        }
+    });
+}
+
+/// The component built from guest crate `name` (an example or a fixture).
+pub fn guest(name: &str) -> PathBuf {
+    build_guests();
+    let path = guest_target()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "no guest component at {}", path.display());
+    path
+}
+
+/// A running `wafer up`.
+pub struct Wafer {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Wafer {
+    /// Starts wafer on a free port with a fresh data directory.
+    pub fn start() -> Wafer {
+        Wafer::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Wafer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        let mut wafer = Wafer::start_in(&data, args);
+        wafer._tmp = Some(tmp);
+        wafer
+    }
+
+    /// Starts wafer on a free port with `data` as its data directory.
+    pub fn start_in(data: &Path, args: &[&str]) -> Wafer {
+        build_guests();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .arg("up")
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .current_dir(root())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wafer up");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let pipe = child.stderr.take().expect("piped stderr");
+        let log = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "wafer did not print `listening on`; its stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        Wafer {
+            child,
+            url,
+            data: data.to_path_buf(),
+            _tmp: None,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A request to the admin API with the right token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        http().request(method, self.url(path)).bearer_auth(TOKEN)
+    }
+
+    /// Deploys `wasm` as `name` with a TOML manifest through the admin API.
+    pub async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> reqwest::Response {
+        let bytes = std::fs::read(wasm).expect("read component");
+        self.deploy_bytes(name, bytes, manifest).await
+    }
+
+    pub async fn deploy_bytes(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        manifest: &str,
+    ) -> reqwest::Response {
+        let form = Form::new()
+            .part(
+                "manifest",
+                Part::text(manifest.to_string())
+                    .file_name("wafer.toml")
+                    .mime_str("application/toml")
+                    .unwrap(),
+            )
+            .part("component", Part::bytes(bytes).file_name("c.wasm"));
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/_wafer/v1/functions/{name}"),
+        )
+        .multipart(form)
+        .send()
+        .await
+        .expect("deploy request")
+    }
+
+    /// Deploys and asserts success.
+    pub async fn deploy_ok(&self, name: &str, wasm: &Path, manifest: &str) {
+        let response = self.deploy(name, wasm, manifest).await;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "deploying {name}: {status} {body}");
+    }
+
+    /// Runs the `wafer` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .args(args)
+            .current_dir(root())
+            .env("WAFER_SERVER", &self.url)
+            .env("WAFER_TOKEN", TOKEN)
+            .output()
+            .expect("run wafer")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for wafer")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Wafer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client for one test (clients are bound to the runtime they first ran on).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    let response = http().get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The `error` field of a JSON error body.
+pub fn error_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("not a JSON error body: {body}"))
+}

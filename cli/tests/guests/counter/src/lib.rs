@@ -1,0 +1,16 @@
+//! Counts the calls its instance has served: shows whether instances are reused.
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
+
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+struct Counter;
+wasi::http::proxy::export!(Counter);
+
+impl wasi::exports::http::incoming_handler::Guest for Counter {
+    fn handle(_: IncomingRequest, out: ResponseOutparam) {
+        let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        util::respond(out, 200, &n.to_string());
+    }
+}
