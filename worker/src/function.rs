@@ -48,7 +48,7 @@ enum Outcome {
     Failed {
         error: InvokeError,
         /// The request's head, kept when the failure may be replayed on a fresh instance.
-        replay: Option<http::request::Parts>,
+        replay: Option<Box<http::request::Parts>>,
     },
 }
 
@@ -101,7 +101,7 @@ impl Function {
                         replay: Some(parts),
                         ..
                     }) => {
-                        request = Request::from_parts(parts, crate::empty_body());
+                        request = Request::from_parts(*parts, crate::empty_body());
                     }
                     Ok(Outcome::Failed { error, .. }) => return Err(error),
                     Err(join) => {
@@ -133,7 +133,7 @@ async fn run(
     let replay = (reused
         && function.pool.reuse_unproven()
         && http_body::Body::size_hint(request.body()).exact() == Some(0))
-    .then(|| clone_head(&request));
+    .then(|| Box::new(clone_head(&request)));
     let limits = &function.config.limits;
 
     let attempt = async {

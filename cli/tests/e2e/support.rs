@@ -201,10 +201,6 @@ impl Wafer {
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("wait for wafer")
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for Wafer {
