@@ -13,8 +13,8 @@
 //!   go back to the OS at once (scale to zero returns memory) while copy-on-write images keep
 //!   re-instantiation cheap.
 //!
-//! Reserving the pool's address space can fail (a `ulimit -v`, a 32-bit-ish sandbox); then the
-//! engine falls back to on-demand allocation and says so once.
+//! Reserving the pool's address space can fail (a `ulimit -v`, a sandbox that caps mappings); then
+//! the engine falls back to on-demand allocation with small memory reservations, and says so.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +86,14 @@ pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), Work
             ),
         }
     }
-    let engine = Engine::new(&base_config()).map_err(|e| WorkerError::Engine(format!("{e:#}")))?;
+    let mut config = base_config();
+    // The usual reason pooling failed is a cap on address space, so reserve only what memories
+    // use (they move when they grow, with explicit bounds checks) instead of 4 GiB each.
+    config
+        .memory_reservation(0)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(1 << 20);
+    let engine = Engine::new(&config).map_err(|e| WorkerError::Engine(format!("{e:#}")))?;
     Ok((engine, false))
 }
 

@@ -242,3 +242,69 @@ async fn generated_admin_token_is_private_and_works() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn without_address_space_for_the_pool_it_falls_back_to_on_demand_allocation() {
+    // 16 GiB of address space: far less than the pool's reservation, plenty to run.
+    let wafer = Wafer::start_with_address_space_limit(16 << 20);
+    assert!(
+        wafer
+            .stderr()
+            .contains("falling back to on-demand instance allocation"),
+        "{}",
+        wafer.stderr()
+    );
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    let health: serde_json::Value = http()
+        .get(wafer.url("/_wafer/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["worker"]["pooling"], false);
+}
+
+#[tokio::test]
+async fn logs_follow_streams_new_lines() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .args(["logs", "hello", "--follow"])
+        .env("WAFER_SERVER", &wafer.url)
+        .env("WAFER_TOKEN", crate::support::TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Calls made after the follower connected show up as they happen.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    'outer: while Instant::now() < deadline {
+        assert_eq!(get(&wafer.url("/hello/followed")).await.0, 200);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line.clone());
+            if line.contains("stdout GET /hello/followed") {
+                break 'outer;
+            }
+        }
+    }
+    follower.kill().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("stdout GET /hello/followed")),
+        "{seen:?}"
+    );
+}

@@ -81,8 +81,25 @@ impl Wafer {
 
     /// Starts wafer on a free port with `data` as its data directory.
     pub fn start_in(data: &Path, args: &[&str]) -> Wafer {
+        Wafer::spawn(Command::new(env!("CARGO_BIN_EXE_wafer")), data, args)
+    }
+
+    /// Starts wafer with its virtual address space capped at `kib` KiB (`ulimit -v`).
+    pub fn start_with_address_space_limit(kib: u64) -> Wafer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_wafer"));
+        let mut wafer = Wafer::spawn(command, &tmp.path().join("data"), &[]);
+        wafer._tmp = Some(tmp);
+        wafer
+    }
+
+    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Wafer {
         build_guests();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        let mut child = command
             .arg("up")
             .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
             .arg("--data")
