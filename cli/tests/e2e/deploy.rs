@@ -302,6 +302,7 @@ async fn logs_follow_streams_new_lines() {
         }
     }
     follower.kill().unwrap();
+    follower.wait().unwrap();
     assert!(
         seen.iter()
             .any(|l| l.contains("stdout GET /hello/followed")),
