@@ -89,7 +89,7 @@ async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
     };
     let body = serde_json::json!({
         "status": if worker.shutting_down { "stopping" } else { "ok" },
-        "functions": gateway.functions.list().len(),
+        "functions": gateway.functions.len(),
         "worker": worker,
     });
     (status, Json(body)).into_response()
@@ -254,6 +254,11 @@ async fn invoke(
         .remove("x-wafer-path")
         .and_then(|v| v.to_str().ok().map(str::to_string))
         .unwrap_or(record.route);
+    if !path.starts_with('/') {
+        return Err(ApiError::BadRequest(format!(
+            "x-wafer-path: `{path}` must start with '/'"
+        )));
+    }
     parts.uri = path
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("x-wafer-path: `{path}` is not a path: {e}")))?;

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,10 @@ use wafer_worker::{Backend, Deployment, disk};
 use crate::error::ApiError;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::router::{RouteTable, Router};
+
+/// How long a stored component is kept unreferenced: longer than any deploy takes from upload
+/// to commit.
+const GC_GRACE: Duration = Duration::from_secs(15 * 60);
 
 /// What is stored about one deployed function.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,7 +104,8 @@ impl Functions {
                 }
             }
         }
-        let removed = backend.retain(live).await?;
+        // Nothing is being deployed yet, so no grace period is needed.
+        let removed = backend.retain(live, Duration::ZERO).await?;
         if removed > 0 {
             tracing::info!(removed, "removed stored components no function uses");
         }
@@ -163,6 +168,12 @@ impl Functions {
             .unwrap()
             .insert(name.to_string(), record.clone());
         self.publish_routes();
+        if previous
+            .as_ref()
+            .is_some_and(|old| old.digest != record.digest)
+        {
+            self.collect_garbage().await;
+        }
         tracing::info!(function = name, version = record.version, route = %record.route, "deployed");
         Ok((record, previous.is_none()))
     }
@@ -183,8 +194,34 @@ impl Functions {
         self.records.write().unwrap().remove(name);
         self.publish_routes();
         self.backend.remove(name);
+        self.collect_garbage().await;
         tracing::info!(function = name, "deleted");
         Ok(true)
+    }
+
+    /// Deletes stored components no record uses. Called under the deploy lock; components
+    /// prepared in the last [`GC_GRACE`] are kept, as a deploy may be about to use them.
+    async fn collect_garbage(&self) {
+        let live = self
+            .records
+            .read()
+            .unwrap()
+            .values()
+            .map(|r| r.digest.clone())
+            .collect();
+        match self.backend.retain(live, GC_GRACE).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "removed unused components"),
+            Err(e) => tracing::warn!(error = %e, "failed to remove unused components"),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn get(&self, name: &str) -> Option<Record> {

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
@@ -183,9 +184,11 @@ impl Components {
         Ok(component)
     }
 
-    /// Forgets and deletes every component whose digest is not in `live`.
-    pub(crate) fn retain(&self, live: &HashSet<String>) -> std::io::Result<usize> {
+    /// Forgets and deletes every component whose digest is not in `live` and whose files are
+    /// older than `grace` (a component prepared for a deploy still in progress is newer).
+    pub(crate) fn retain(&self, live: &HashSet<String>, grace: Duration) -> std::io::Result<usize> {
         self.loaded.retain(|digest, _| live.contains(digest));
+        let now = SystemTime::now();
         let mut removed = 0;
         for dir in [&self.sources, &self.compiled] {
             for entry in std::fs::read_dir(dir)? {
@@ -193,7 +196,13 @@ impl Components {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let digest = name.split(['.', '-']).next().unwrap_or("");
                 let current = dir == &self.sources || name.contains(&self.engine_key);
-                if !live.contains(digest) || !current {
+                let age = entry
+                    .metadata()?
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if (!live.contains(digest) || !current) && age >= grace {
                     std::fs::remove_file(entry.path())?;
                     removed += 1;
                 }

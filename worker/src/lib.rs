@@ -136,8 +136,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The function's log (recent lines and followers).
     fn logs(&self, function: &str) -> Option<Arc<LogSink>>;
 
-    /// Deletes stored components whose digests are not in `live`.
-    fn retain(&self, live: HashSet<String>) -> BoxFuture<'static, Result<usize, DeployError>>;
+    /// Deletes stored components whose digests are not in `live` and that were stored more than
+    /// `grace` ago (so that a deploy in progress keeps the component it just prepared).
+    fn retain(
+        &self,
+        live: HashSet<String>,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<usize, DeployError>>;
 
     fn health(&self) -> WorkerHealth;
 
@@ -297,13 +302,15 @@ impl Backend for Worker {
     ) -> BoxFuture<'static, Result<Response, InvokeError>> {
         let shared = self.shared.clone();
         let found = self.shared.functions.get(function).map(|f| f.clone());
-        let name = function.to_string();
+        let missing = found.is_none().then(|| function.to_string());
         Box::pin(async move {
             if shared.shutting_down.load(Ordering::Relaxed) {
                 return Err(InvokeError::ShuttingDown);
             }
-            let function = found.ok_or(InvokeError::NotFound(name))?;
-            function.invoke(&shared, request).await
+            match found {
+                Some(function) => function.invoke(&shared, request).await,
+                None => Err(InvokeError::NotFound(missing.unwrap_or_default())),
+            }
         })
     }
 
@@ -384,13 +391,17 @@ impl Backend for Worker {
         self.shared.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    fn retain(&self, live: HashSet<String>) -> BoxFuture<'static, Result<usize, DeployError>> {
+    fn retain(
+        &self,
+        live: HashSet<String>,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<usize, DeployError>> {
         let shared = self.shared.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 shared
                     .components
-                    .retain(&live)
+                    .retain(&live, grace)
                     .map_err(DeployError::io("failed to remove unused components"))
             })
             .await

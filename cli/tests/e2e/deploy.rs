@@ -101,6 +101,9 @@ async fn restart_serves_every_function_from_the_compiled_cache() {
         .deploy_ok("counter", &guest("counter"), "route = \"/count\"")
         .await;
     assert_eq!(get(&wafer.url("/count")).await, (200, "1".into()));
+    // A function deleted before the restart leaves nothing behind after it.
+    wafer.deploy_ok("gone", &guest("sleep"), "").await;
+    assert!(wafer.cli(&["delete", "gone"]).status.success());
     assert!(wafer.terminate().success(), "{}", wafer.stderr());
 
     let artifacts: Vec<_> = std::fs::read_dir(data.join("compiled"))
@@ -110,18 +113,23 @@ async fn restart_serves_every_function_from_the_compiled_cache() {
             (e.path(), e.metadata().unwrap().modified().unwrap())
         })
         .collect();
-    assert_eq!(artifacts.len(), 2);
+    assert_eq!(artifacts.len(), 3);
 
     let wafer = Wafer::start_in(&data, &[]);
     assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    assert_eq!(
+        std::fs::read_dir(data.join("components")).unwrap().count(),
+        2
+    );
+    assert_eq!(std::fs::read_dir(data.join("compiled")).unwrap().count(), 2);
     // A fresh process: a fresh instance, so the counter starts again.
     assert_eq!(get(&wafer.url("/count")).await, (200, "1".into()));
     // Nothing was compiled again: the artifacts are the same files, untouched.
+    // (The deleted function's artifact is gone; the others are untouched.)
     for (path, modified) in artifacts {
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().modified().unwrap(),
-            modified
-        );
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.modified().unwrap(), modified);
+        }
     }
     let info: serde_json::Value = wafer
         .admin(Method::GET, "/_wafer/v1/functions/counter")

@@ -133,14 +133,22 @@ async fn oversized_uploads_are_refused_before_they_are_read() {
         "component",
         Part::stream(reqwest::Body::wrap_stream(stream)),
     );
-    let response = wafer
+    let sent = wafer
         .admin(Method::PUT, "/_wafer/v1/functions/big")
         .multipart(form)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
+        .await;
+    match sent {
+        Ok(response) => assert_eq!(response.status(), 413),
+        // The server answered 413 and closed the connection while the client was still
+        // writing; some clients (reqwest) report the broken write instead of the answer.
+        Err(e) => assert!(e.is_request(), "{e:?}"),
+    }
     assert_eq!(stored_components(&wafer), 0);
+    assert_eq!(
+        crate::support::get(&wafer.url("/_wafer/healthz")).await.0,
+        200
+    );
 }
 
 #[tokio::test]
