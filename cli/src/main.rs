@@ -22,9 +22,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // lapin reports at warn what wafer already handles and reports itself (returned messages,
+    // closed channels).
     let default_level = match cli.command {
-        commands::Command::Up(_) => "info",
-        _ => "warn",
+        commands::Command::Up(_) => "info,lapin=error",
+        _ => "warn,lapin=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -32,6 +32,7 @@ use wafer_worker::logs::LogLine;
 use crate::error::ApiError;
 use crate::functions::Record;
 use crate::manifest::{Manifest, validate_name};
+use crate::trigger::amqp::redact_url;
 use crate::{Gateway, trigger};
 
 pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
@@ -87,10 +88,12 @@ async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
     } else {
         StatusCode::OK
     };
+    let triggers = gateway.functions.triggers.status();
     let body = serde_json::json!({
         "status": if worker.shutting_down { "stopping" } else { "ok" },
         "functions": gateway.functions.len(),
         "worker": worker,
+        "queue_triggers": triggers,
     });
     (status, Json(body)).into_response()
 }
@@ -123,8 +126,14 @@ pub struct FunctionInfo {
     pub status: Option<FunctionStatus>,
 }
 
-fn info(gateway: &Gateway, record: Record) -> FunctionInfo {
+fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
     let deployed_at = UNIX_EPOCH + Duration::from_millis(record.deployed_at_ms);
+    // Broker passwords stay on the server.
+    for queue in &mut record.manifest.queue {
+        if let Some(url) = &queue.url {
+            queue.url = Some(redact_url(url));
+        }
+    }
     FunctionInfo {
         status: gateway.backend().status(&record.name),
         deployed_at: humantime::format_rfc3339_millis(deployed_at).to_string(),

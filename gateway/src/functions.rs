@@ -21,6 +21,7 @@ use wafer_worker::{Backend, Deployment, disk};
 use crate::error::ApiError;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::router::{RouteTable, Router};
+use crate::trigger::amqp::QueueTriggers;
 
 /// How long a stored component is kept unreferenced: longer than any deploy takes from upload
 /// to commit.
@@ -42,6 +43,8 @@ pub struct Record {
 pub struct Functions {
     dir: PathBuf,
     backend: Arc<dyn Backend>,
+    /// Queue consumers, kept in step with the records.
+    pub triggers: QueueTriggers,
     records: RwLock<BTreeMap<String, Record>>,
     router: Router,
     /// Serializes the commit part of deploys and deletes (not compilation).
@@ -51,7 +54,11 @@ pub struct Functions {
 impl Functions {
     /// Opens `<data_dir>/functions`, installs every recorded function on the worker, and removes
     /// stored components no record uses.
-    pub async fn open(data_dir: &Path, backend: Arc<dyn Backend>) -> Result<Functions, ApiError> {
+    pub async fn open(
+        data_dir: &Path,
+        backend: Arc<dyn Backend>,
+        triggers: QueueTriggers,
+    ) -> Result<Functions, ApiError> {
         let dir = data_dir.join("functions");
         std::fs::create_dir_all(&dir).map_err(ApiError::storage(format!(
             "failed to create {}",
@@ -86,18 +93,21 @@ impl Functions {
             }
         }
         let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
+        let mut loaded = Vec::new();
         for record in records.values() {
             let started = std::time::Instant::now();
             let result = match record.manifest.validate(&record.name) {
                 Ok(spec) => backend
                     .install(deployment(&spec, record))
                     .await
+                    .map(|()| spec)
                     .map_err(ApiError::from),
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok(()) => {
-                    tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded")
+                Ok(spec) => {
+                    tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded");
+                    loaded.push((record.clone(), spec));
                 }
                 Err(e) => {
                     tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served")
@@ -109,9 +119,15 @@ impl Functions {
         if removed > 0 {
             tracing::info!(removed, "removed stored components no function uses");
         }
+        for (record, spec) in &loaded {
+            triggers
+                .sync(&record.name, record.version, &record.route, &spec.queues)
+                .await;
+        }
         let functions = Functions {
             dir,
             backend,
+            triggers,
             records: RwLock::new(records),
             router: Router::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
@@ -168,6 +184,9 @@ impl Functions {
             .unwrap()
             .insert(name.to_string(), record.clone());
         self.publish_routes();
+        self.triggers
+            .sync(name, record.version, &record.route, &spec.queues)
+            .await;
         if previous
             .as_ref()
             .is_some_and(|old| old.digest != record.digest)
@@ -193,6 +212,8 @@ impl Functions {
             )))?;
         self.records.write().unwrap().remove(name);
         self.publish_routes();
+        // Consumers stop first: deliveries in flight finish on the function before it goes.
+        self.triggers.stop(name).await;
         self.backend.remove(name);
         self.collect_garbage().await;
         tracing::info!(function = name, "deleted");

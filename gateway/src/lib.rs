@@ -7,7 +7,7 @@
 //!
 //! Modules:
 //! - [`server`]: the axum app and serving it with graceful shutdown;
-//! - [`trigger`]: event sources (HTTP requests);
+//! - [`trigger`]: event sources (HTTP requests, RabbitMQ queues);
 //! - [`router`]: path -> function, longest prefix, lock-free;
 //! - [`functions`]: deployed functions, records on disk, deploys and deletes;
 //! - [`manifest`]: `wafer.toml` parsing and validation;
@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub max_upload: u64,
     /// Largest request body passed to a function, in bytes.
     pub max_request_body: u64,
+    /// The broker for queue triggers that name none.
+    pub default_amqp_url: String,
 }
 
 impl Default for GatewayConfig {
@@ -52,6 +54,7 @@ impl Default for GatewayConfig {
             admin_token: String::new(),
             max_upload: 128 << 20,
             max_request_body: 64 << 20,
+            default_amqp_url: trigger::amqp::DEFAULT_AMQP_URL.to_string(),
         }
     }
 }
@@ -71,7 +74,13 @@ impl Gateway {
         backend: Arc<dyn Backend>,
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, ApiError> {
-        let functions = Functions::open(&config.data_dir, backend).await?;
+        let triggers = trigger::amqp::QueueTriggers::new(
+            backend.clone(),
+            config.default_amqp_url.clone(),
+            &metrics,
+        )
+        .map_err(|e| ApiError::BadRequest(format!("failed to register queue metrics: {e}")))?;
+        let functions = Functions::open(&config.data_dir, backend, triggers).await?;
         Ok(Arc::new(Gateway {
             functions,
             config,

@@ -32,6 +32,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use wafer_worker::{AllowedHosts, FunctionConfig, Limits};
 
+use crate::trigger::amqp::QueueTrigger;
+
 /// The prefix the gateway keeps for itself; no route may start with it.
 pub const RESERVED_PREFIX: &str = "/_wafer";
 
@@ -56,6 +58,9 @@ pub struct Manifest {
     pub limits: LimitsSection,
     #[serde(default)]
     pub scaling: ScalingSection,
+    /// Queue triggers: RabbitMQ queues whose messages call this function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<QueueSection>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,12 +87,59 @@ pub struct ScalingSection {
     pub idle_timeout: Option<HumanDuration>,
 }
 
+/// One `[[queue]]` trigger as written. See [`crate::trigger::amqp`] for what each field does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// The queue to consume.
+    pub queue: String,
+    /// `amqp://user:password@host:port/vhost`; default: the server's `WAFER_AMQP_URL`, else
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Whether wafer declares the queue (durable) [default: true].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declare: Option<bool>,
+    /// Declare it as a quorum queue [default: false].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<bool>,
+    /// Unacknowledged messages in flight [default: the function's concurrency x batch_size].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<u32>,
+    /// Calls this trigger makes at once [default: the function's concurrency, its maximum].
+    /// Deliveries beyond it wait in wafer (up to `prefetch`) rather than being refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Messages per call [default: 1]; above 1 they arrive as a CloudEvents batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// How long to wait to fill a batch [default: 0s: take what is there].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window: Option<HumanDuration>,
+    /// Deliveries before a failing message is dead-lettered [default: 5].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry [default: 1s].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<HumanDuration>,
+    /// Each further retry waits this many times longer [default: 2].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_multiplier: Option<f64>,
+    /// The longest retry delay [default: 5m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_max_delay: Option<HumanDuration>,
+    /// Where messages go when they will not succeed [default: `<queue>.dlq`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+}
+
 /// A manifest that passed validation, in the worker's terms.
 #[derive(Clone, Debug)]
 pub struct FunctionSpec {
     pub name: String,
     pub route: String,
     pub config: FunctionConfig,
+    pub queues: Vec<QueueTrigger>,
 }
 
 /// A manifest problem, naming the field.
@@ -193,9 +245,25 @@ impl Manifest {
                 |t| humantime::format_duration(t).to_string(),
             )?,
         };
+        let mut queues = Vec::with_capacity(self.queue.len());
+        for (i, section) in self.queue.iter().enumerate() {
+            let trigger = QueueTrigger::validate(section, &limits)
+                .map_err(|e| ManifestError(format!("queue[{i}].{e}")))?;
+            if queues
+                .iter()
+                .any(|q: &QueueTrigger| q.queue == trigger.queue && q.url == trigger.url)
+            {
+                return err(format!(
+                    "queue[{i}].queue: `{}` is already a trigger of this function",
+                    trigger.queue
+                ));
+            }
+            queues.push(trigger);
+        }
         Ok(FunctionSpec {
             name: name.to_string(),
             route,
+            queues,
             config: FunctionConfig {
                 env: self
                     .env

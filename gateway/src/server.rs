@@ -17,19 +17,30 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting connections and
-/// waits for in-flight requests. Callers bound the wait (see `wafer up`).
+/// Serves `gateway` on `listener` until `shutdown` resolves. Then, at the same time: HTTP stops
+/// accepting connections and finishes the requests in flight, and queue consumers stop taking
+/// messages and settle the ones in flight. Callers bound the wait (see `wafer up`).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let backend = gateway.backend().clone();
-    let app = app(gateway);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            backend.begin_shutdown();
-        })
-        .await
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let app = app(gateway.clone());
+    let mut http_stop = stopped.clone();
+    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let mut queue_stop = stopped;
+    let queues = async {
+        let _ = queue_stop.wait_for(|s| *s).await;
+        gateway.functions.triggers.shutdown().await;
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    let (result, (), ()) = tokio::join!(http, queues, signal);
+    gateway.backend().begin_shutdown();
+    result
 }

@@ -8,7 +8,7 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use wafer_gateway::Manifest;
-use wafer_gateway::manifest::{ByteSize, HumanDuration};
+use wafer_gateway::manifest::{ByteSize, HumanDuration, QueueSection};
 
 use crate::client::{Client, ServerArgs};
 use crate::project::Project;
@@ -38,6 +38,26 @@ pub struct Deploy {
     /// Calls that may run at once.
     #[arg(long)]
     concurrency: Option<u32>,
+    /// Also trigger the function from this RabbitMQ queue.
+    #[arg(long, value_name = "QUEUE")]
+    queue: Option<String>,
+    /// Broker for --queue [default: $WAFER_AMQP_URL, else the server's default].
+    #[arg(
+        long,
+        env = "WAFER_AMQP_URL",
+        hide_env_values = true,
+        requires = "queue"
+    )]
+    amqp_url: Option<String>,
+    /// Messages per call for --queue (above 1: a CloudEvents batch).
+    #[arg(long, requires = "queue")]
+    batch_size: Option<u32>,
+    /// Deliveries before a failing message is dead-lettered, for --queue.
+    #[arg(long, requires = "queue")]
+    max_attempts: Option<u32>,
+    /// Dead-letter queue for --queue [default: QUEUE.dlq].
+    #[arg(long, value_name = "QUEUE", requires = "queue")]
+    dead_letter: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -126,6 +146,17 @@ impl Deploy {
         }
         if let Some(concurrency) = self.concurrency {
             manifest.limits.concurrency = Some(concurrency);
+        }
+        if let Some(queue) = &self.queue {
+            manifest.queue.retain(|q| &q.queue != queue);
+            manifest.queue.push(QueueSection {
+                queue: queue.clone(),
+                url: self.amqp_url.clone(),
+                batch_size: self.batch_size,
+                max_attempts: self.max_attempts,
+                dead_letter: self.dead_letter.clone(),
+                ..QueueSection::default()
+            });
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod deploy;
 mod invoke;
 mod list;
 mod logs;
+mod queue;
 mod up;
 
 use std::process::ExitCode;
@@ -23,6 +24,9 @@ pub enum Command {
     Logs(logs::Logs),
     /// Delete a function.
     Delete(delete::Delete),
+    /// Send messages to a RabbitMQ queue, or look at one (for trying queue triggers).
+    #[command(subcommand)]
+    Queue(queue::Queue),
 }
 
 impl Command {
@@ -34,6 +38,7 @@ impl Command {
             Command::Invoke(c) => c.run().await,
             Command::Logs(c) => c.run().await,
             Command::Delete(c) => c.run().await,
+            Command::Queue(c) => c.run().await,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Up {
     /// Largest request body passed to a function, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_body: u64,
+    /// The broker for queue triggers that name none.
+    #[arg(long, env = "WAFER_AMQP_URL", default_value = wafer_gateway::trigger::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
+    amqp_url: String,
     /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -45,6 +48,8 @@ pub struct Up {
 
 impl Up {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
+        wafer_gateway::trigger::amqp::check_url(&self.amqp_url)
+            .map_err(|e| anyhow::anyhow!("--amqp-url: {e}"))?;
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("failed to create data directory {}", self.data.display()))?;
         check_writable(&self.data)?;
@@ -75,6 +80,7 @@ impl Up {
                 admin_token: token,
                 max_upload: self.max_upload,
                 max_request_body: self.max_body,
+                default_amqp_url: self.amqp_url.clone(),
             },
             Arc::new(worker),
             registry,

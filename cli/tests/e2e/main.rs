@@ -3,5 +3,6 @@
 mod deploy;
 mod errors;
 mod limits;
+mod queue;
 mod sandbox;
 mod support;

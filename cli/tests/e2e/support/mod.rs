@@ -215,6 +215,41 @@ impl Wafer {
         self.wait()
     }
 
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A function's recent log lines, as the admin API returns them.
+    pub async fn logs(&self, function: &str) -> String {
+        self.admin(
+            reqwest::Method::GET,
+            &format!("/_wafer/v1/functions/{function}/logs?tail=1000"),
+        )
+        .send()
+        .await
+        .expect("logs request")
+        .text()
+        .await
+        .unwrap_or_default()
+    }
+
+    /// The value of one Prometheus sample, 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = http()
+            .get(self.url("/_wafer/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("wait for wafer")
     }
@@ -248,3 +283,5 @@ pub fn error_of(body: &str) -> String {
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("not a JSON error body: {body}"))
 }
+
+pub mod queues;

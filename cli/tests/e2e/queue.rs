@@ -1,0 +1,374 @@
+//! The queue trigger against the real RabbitMQ: success, retries, dead letters, batches,
+//! prefetch, a SIGKILL with a thousand messages in flight, and a redeploy mid-stream.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::queues::{Broker, Collector, eventually, header, unique_queue};
+use crate::support::{Wafer, guest};
+
+fn order(id: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut order = json!({"id": id, "item": "tea", "quantity": 1});
+    order
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    order
+}
+
+#[tokio::test]
+async fn orders_are_acked_retried_and_dead_lettered() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("orders");
+    let dlq = format!("{queue}.dlq");
+    broker.declare(&queue).await;
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "orders",
+            &guest("order-processor"),
+            &format!(
+                "[[queue]]\nqueue = \"{queue}\"\nmax_attempts = 3\nretry_delay = \"100ms\"\nretry_max_delay = \"200ms\""
+            ),
+        )
+        .await;
+
+    broker.publish_json(&queue, order("ok-1", json!({}))).await;
+    broker
+        .publish_json(&queue, order("flaky-2", json!({"flaky": 2})))
+        .await;
+    broker
+        .publish_json(&queue, order("poison-3", json!({"poison": true})))
+        .await;
+    broker
+        .publish_json(&queue, order("bad-4", json!({"quantity": 0})))
+        .await;
+
+    eventually(Duration::from_secs(30), "two orders processed", || async {
+        let logs = wafer.logs("orders").await;
+        logs.contains("processed order ok-1") && logs.contains("processed order flaky-2")
+    })
+    .await;
+    let logs = wafer.logs("orders").await;
+    assert!(
+        logs.contains("attempt 3)"),
+        "flaky-2 succeeded on its third delivery: {logs}"
+    );
+    eventually(Duration::from_secs(30), "two dead letters", || async {
+        broker.depth(&dlq).await == 2
+    })
+    .await;
+
+    let mut dead = Vec::new();
+    while let Some(message) = broker.get(&dlq).await {
+        dead.push(message);
+    }
+    let by_id = |id: &str| {
+        dead.iter()
+            .find(|m| String::from_utf8_lossy(&m.delivery.data).contains(id))
+            .unwrap_or_else(|| panic!("{id} is in the dead-letter queue"))
+    };
+    // Poison: retried until max_attempts, then dead-lettered with the last error.
+    let poison = by_id("poison-3");
+    assert_eq!(header(poison, "x-wafer-attempts").as_deref(), Some("3"));
+    assert_eq!(
+        header(poison, "x-wafer-error-status").as_deref(),
+        Some("503")
+    );
+    assert!(
+        header(poison, "x-wafer-error-message")
+            .unwrap()
+            .contains("poison")
+    );
+    assert_eq!(
+        header(poison, "x-wafer-function").as_deref(),
+        Some("orders")
+    );
+    assert_eq!(
+        header(poison, "x-wafer-function-version").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        header(poison, "x-wafer-source-queue").as_deref(),
+        Some(queue.as_str())
+    );
+    // A 4xx other than 429: straight to the dead-letter queue, first attempt.
+    let bad = by_id("bad-4");
+    assert_eq!(header(bad, "x-wafer-attempts").as_deref(), Some("1"));
+    assert_eq!(header(bad, "x-wafer-error-status").as_deref(), Some("422"));
+    assert!(
+        header(bad, "x-wafer-error-message")
+            .unwrap()
+            .contains("quantity")
+    );
+
+    assert_eq!(broker.depth(&queue).await, 0);
+    let labels = format!("{{function=\"orders\",queue=\"{queue}\"}}");
+    assert_eq!(
+        wafer
+            .metric(&format!("wafer_queue_messages_succeeded_total{labels}"))
+            .await,
+        2.0
+    );
+    assert_eq!(
+        wafer
+            .metric(&format!("wafer_queue_messages_dead_lettered_total{labels}"))
+            .await,
+        2.0
+    );
+    assert_eq!(
+        wafer
+            .metric(&format!("wafer_queue_messages_retried_total{labels}"))
+            .await,
+        4.0
+    );
+    assert_eq!(
+        wafer
+            .metric(&format!("wafer_queue_consumer_connected{labels}"))
+            .await,
+        1.0
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn batches_retry_only_the_items_that_failed() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("batch");
+    broker.declare(&queue).await;
+    // Publish before deploying so that the first batch is full.
+    let mut bodies = Vec::new();
+    for i in 0..8 {
+        let extra = match i {
+            3 => json!({"flaky": 1}),
+            5 => json!({"quantity": 0}),
+            _ => json!({}),
+        };
+        bodies.push(serde_json::to_vec(&order(&format!("b-{i}"), extra)).unwrap());
+    }
+    broker.publish_all(&queue, bodies).await;
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "batch",
+            &guest("order-processor"),
+            &format!(
+                "[[queue]]\nqueue = \"{queue}\"\nbatch_size = 8\nbatch_window = \"1s\"\nretry_delay = \"100ms\""
+            ),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "seven orders processed",
+        || async {
+            wafer
+                .logs("batch")
+                .await
+                .matches("processed order b-")
+                .count()
+                == 7
+        },
+    )
+    .await;
+    let logs = wafer.logs("batch").await;
+    // Each processed exactly once: only the flaky one came back, on its second attempt.
+    for i in [0, 1, 2, 3, 4, 6, 7] {
+        assert_eq!(
+            logs.matches(&format!("processed order b-{i}:")).count(),
+            1,
+            "b-{i}: {logs}"
+        );
+    }
+    assert!(logs.contains("processed order b-3: 1 x tea") && logs.contains("attempt 2)"));
+    eventually(
+        Duration::from_secs(10),
+        "the rejected item dead-lettered",
+        || async { broker.depth(&format!("{queue}.dlq")).await == 1 },
+    )
+    .await;
+    let labels = format!("{{function=\"batch\",queue=\"{queue}\"}}");
+    let calls = wafer
+        .metric(&format!("wafer_queue_processing_seconds_count{labels}"))
+        .await;
+    let received = wafer
+        .metric(&format!("wafer_queue_messages_received_total{labels}"))
+        .await;
+    assert_eq!(received, 9.0);
+    assert!(
+        calls <= 3.0,
+        "8 messages and one retry took {calls} calls: they were batched"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn prefetch_bounds_the_calls_in_flight() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("prefetch");
+    broker.declare(&queue).await;
+    let (collector, collector_url) = Collector::start(Duration::from_millis(200)).await;
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "slow",
+            &guest("collect"),
+            &format!(
+                "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[limits]\nconcurrency = 2\n[[queue]]\nqueue = \"{queue}\""
+            ),
+        )
+        .await;
+    broker
+        .publish_all(&queue, (0..12).map(|i| format!("m{i}").into_bytes()))
+        .await;
+    eventually(Duration::from_secs(30), "all 12 processed", || async {
+        collector.distinct() == 12
+    })
+    .await;
+    assert_eq!(
+        collector.max_in_flight(),
+        2,
+        "prefetch follows the function's concurrency of 2"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_sigkill_with_messages_in_flight_loses_none() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("crash");
+    broker.declare(&queue).await;
+    let (collector, collector_url) = Collector::start(Duration::from_millis(10)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let manifest = format!(
+        "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[limits]\nconcurrency = 32\n[[queue]]\nqueue = \"{queue}\"\nprefetch = 1000"
+    );
+    const TOTAL: usize = 3000;
+    broker
+        .publish_all(
+            &queue,
+            (0..TOTAL).map(|i| format!("crash-{i}").into_bytes()),
+        )
+        .await;
+    let mut wafer = Wafer::start_in(&data, &[]);
+    wafer.deploy_ok("crash", &guest("collect"), &manifest).await;
+    eventually(Duration::from_secs(60), "processing under way", || async {
+        collector.distinct() >= 100
+    })
+    .await;
+    // With a prefetch of 1000, a thousand deliveries sit unacked in wafer when it dies.
+    let before = collector.distinct();
+    wafer.kill();
+    assert!(
+        before + 1000 <= TOTAL,
+        "the kill must land with 1000 in flight ({before} done)"
+    );
+
+    // The restarted wafer consumes again from the same data directory; nothing is lost.
+    let _wafer = Wafer::start_in(&data, &[]);
+    eventually(
+        Duration::from_secs(120),
+        "every message processed",
+        || async { collector.distinct() == TOTAL },
+    )
+    .await;
+    for i in 0..TOTAL {
+        assert!(collector.seen(format!("crash-{i}").as_bytes()) >= 1);
+    }
+    eventually(Duration::from_secs(10), "the queue drained", || async {
+        broker.depth(&queue).await == 0
+    })
+    .await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redeploy_mid_stream_loses_nothing() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("redeploy");
+    broker.declare(&queue).await;
+    let (collector, collector_url) = Collector::start(Duration::from_millis(5)).await;
+    let wafer = Wafer::start();
+    let manifest = |version: u32| {
+        format!(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\nVERSION = \"{version}\"\n[limits]\nconcurrency = 4\n[[queue]]\nqueue = \"{queue}\""
+        )
+    };
+    wafer
+        .deploy_ok("stream", &guest("collect"), &manifest(1))
+        .await;
+    const TOTAL: usize = 400;
+    broker
+        .publish_all(&queue, (0..TOTAL).map(|i| format!("r-{i}").into_bytes()))
+        .await;
+    eventually(Duration::from_secs(30), "processing under way", || async {
+        collector.distinct() >= 50
+    })
+    .await;
+    wafer
+        .deploy_ok("stream", &guest("collect"), &manifest(2))
+        .await;
+    // A changed trigger restarts its consumer gracefully.
+    wafer
+        .deploy_ok(
+            "stream",
+            &guest("collect"),
+            &manifest(3).replace("concurrency = 4", "concurrency = 8"),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "every message processed",
+        || async { collector.distinct() == TOTAL },
+    )
+    .await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_settles_deliveries_in_flight_and_loses_none() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("sigterm");
+    broker.declare(&queue).await;
+    let (collector, collector_url) = Collector::start(Duration::from_millis(300)).await;
+    let mut wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "graceful",
+            &guest("collect"),
+            &format!(
+                "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[limits]\nconcurrency = 4\n[[queue]]\nqueue = \"{queue}\"\nprefetch = 20"
+            ),
+        )
+        .await;
+    const TOTAL: usize = 60;
+    broker
+        .publish_all(&queue, (0..TOTAL).map(|i| format!("t-{i}").into_bytes()))
+        .await;
+    eventually(Duration::from_secs(30), "processing under way", || async {
+        collector.distinct() >= 4
+    })
+    .await;
+    let (status, stderr) = tokio::task::spawn_blocking(move || (wafer.terminate(), wafer.stderr()))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    // Whatever was not processed is back in the queue: together they are every message.
+    assert!(
+        collector.distinct() < TOTAL,
+        "the stop must land mid-stream"
+    );
+    let mut left = std::collections::HashSet::new();
+    while let Some(message) = broker.get(&queue).await {
+        left.insert(message.delivery.data.clone());
+    }
+    for i in 0..TOTAL {
+        let body = format!("t-{i}").into_bytes();
+        assert!(
+            collector.seen(&body) > 0 || left.contains(&body),
+            "t-{i} was neither processed nor returned to the queue"
+        );
+    }
+    broker.cleanup().await;
+}

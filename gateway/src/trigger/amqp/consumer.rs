@@ -1,0 +1,228 @@
+//! One trigger's consumer: connect, declare, consume, batch, hand deliveries to `delivery`;
+//! on any connection or channel failure, back off and do it all again, until stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{Context, delivery, redact_url};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs until `stop` turns true; never gives up on the broker before that.
+pub(super) async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match session(&ctx, &mut stop, &mut backoff).await {
+            Ok(()) => break,
+            Err(error) => {
+                // Never log the URL with its password.
+                let error = error.replace(&ctx.url, &redact_url(&ctx.url));
+                tracing::warn!(
+                    function = %ctx.function,
+                    queue = %ctx.trigger.queue,
+                    %error,
+                    retry_in = ?backoff,
+                    "queue consumer disconnected; reconnecting"
+                );
+                ctx.state.disconnected(&ctx.metrics.connected, error);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    ctx.metrics.connected.set(0);
+}
+
+/// One connection's life. Returns Ok when stopped gracefully, Err when the broker went away.
+async fn session(
+    ctx: &Arc<Context>,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let name = format!("wafer:{}:{}", ctx.function, ctx.trigger.queue);
+    let connection = Connection::connect(
+        &ctx.url,
+        ConnectionProperties::default().with_connection_name(LongString::from(name.as_str())),
+    )
+    .await
+    .map_err(|e| format!("connecting to {}: {e}", redact_url(&ctx.url)))?;
+    let result = consume(ctx, &connection, stop, backoff).await;
+    let _ = connection.close(200, "wafer consumer closing".into()).await;
+    result
+}
+
+async fn consume(
+    ctx: &Arc<Context>,
+    connection: &Connection,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("opening a channel: {e}"))?;
+    let publish = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("opening a channel: {e}"))?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("enabling publisher confirms: {e}"))?;
+    declare(&channel, ctx).await?;
+    channel
+        .basic_qos(ctx.trigger.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| format!("setting prefetch: {e}"))?;
+    let tag = format!("wafer-{}-{}", ctx.function, std::process::id());
+    let mut consumer = channel
+        .basic_consume(
+            ctx.trigger.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("consuming {}: {e}", ctx.trigger.queue))?;
+    ctx.state.connected(&ctx.metrics.connected);
+    *backoff = FIRST_BACKOFF;
+    tracing::info!(function = %ctx.function, queue = %ctx.trigger.queue, prefetch = ctx.trigger.prefetch, "consuming");
+
+    let publish = Arc::new(publish);
+    let turns = Arc::new(Semaphore::new(ctx.trigger.max_concurrency as usize));
+    let mut in_flight = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            _ = stop.changed() => break Ok(()),
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            next = consumer.next() => match next {
+                Some(Ok(first)) => {
+                    let batch = collect_batch(first, &mut consumer, ctx).await;
+                    let (ctx, publish, turns) = (ctx.clone(), publish.clone(), turns.clone());
+                    in_flight.spawn(async move {
+                        // Wait for a turn here, holding the deliveries, rather than be refused.
+                        let Ok(_turn) = turns.acquire_owned().await else { return };
+                        delivery::process(ctx, publish, batch).await;
+                    });
+                }
+                Some(Err(e)) => break Err(format!("consumer failed: {e}")),
+                None => break Err("the broker ended the consumer (queue deleted or channel closed)".to_string()),
+            },
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            // Take no more deliveries; settle those in flight; the rest of the prefetched ones
+            // go back to the queue when the channel closes.
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            while in_flight.join_next().await.is_some() {}
+            Ok(())
+        }
+        Err(e) => {
+            // Their acks will fail on the dead channel and the broker will redeliver them.
+            in_flight.detach_all();
+            Err(e)
+        }
+    }
+}
+
+/// Takes more deliveries after `first` until the batch is full or its window has passed (with a
+/// zero window: only those already here).
+async fn collect_batch(first: Delivery, consumer: &mut Consumer, ctx: &Context) -> Vec<Delivery> {
+    let size = ctx.trigger.batch_size as usize;
+    let mut batch = vec![first];
+    if size == 1 {
+        return batch;
+    }
+    let deadline = tokio::time::Instant::now() + ctx.trigger.batch_window;
+    while batch.len() < size {
+        let next = if ctx.trigger.batch_window.is_zero() {
+            match consumer.next().now_or_never() {
+                Some(next) => next,
+                None => break,
+            }
+        } else {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        };
+        match next {
+            Some(Ok(delivery)) => batch.push(delivery),
+            // The error resurfaces on the next read of the consumer.
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// Declares the source queue (if wafer owns it), its retry queues and its dead-letter queue.
+async fn declare(channel: &Channel, ctx: &Context) -> Result<(), String> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let trigger = &ctx.trigger;
+    if trigger.declare {
+        let mut args = FieldTable::default();
+        if trigger.quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        channel
+            .queue_declare(trigger.queue.as_str().into(), durable, args)
+            .await
+            .map_err(|e| format!("declaring queue {}: {e}", trigger.queue))?;
+    }
+    for delay in trigger.retry_delays() {
+        let name = delivery::retry_queue(&trigger.queue, delay);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(delay.as_millis() as i64),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(trigger.queue.as_str().into()),
+        );
+        channel
+            .queue_declare(ShortString::from(name.as_str()), durable, args)
+            .await
+            .map_err(|e| format!("declaring retry queue {name}: {e}"))?;
+    }
+    channel
+        .queue_declare(
+            trigger.dead_letter.as_str().into(),
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("declaring dead-letter queue {}: {e}", trigger.dead_letter))?;
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! One delivery (or batch) end to end: the CloudEvent request, the call, the verdict, and
+//! settling each message (ack, retry queue or dead-letter queue, confirmed before the ack).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use sha2::{Digest, Sha256};
+use wafer_worker::InvokeError;
+
+use super::Context;
+
+/// The header carrying how many times a message has been delivered to the function.
+pub(super) const ATTEMPT_HEADER: &str = "x-wafer-attempt";
+/// How much of a function's answer is read to decide (the rest is ignored).
+const MAX_ANSWER: usize = 64 << 10;
+/// CloudEvents attributes an AMQP header may not override as an extension.
+const RESERVED: &[&str] = &[
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+    "attempt",
+];
+
+/// The retry queue for one backoff delay.
+pub(super) fn retry_queue(queue: &str, delay: Duration) -> String {
+    format!("{queue}.retry.{}", delay.as_millis())
+}
+
+/// Why a message is being retried or dead-lettered.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Failure {
+    /// The HTTP status, or the kind of platform error (`trap`, `timeout`, ...).
+    pub status: String,
+    pub message: String,
+}
+
+/// What to do with one message.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Verdict {
+    Ack,
+    Retry(Failure),
+    DeadLetter(Failure),
+    /// Put it back as it was, without counting an attempt (wafer itself is not ready).
+    Requeue,
+}
+
+/// Processes one batch (a single delivery unless the trigger batches).
+pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec<Delivery>) {
+    let started = Instant::now();
+    let metrics = &ctx.metrics;
+    metrics.received.inc_by(batch.len() as u64);
+    let redelivered = batch.iter().filter(|d| d.redelivered).count();
+    if redelivered > 0 {
+        metrics.redelivered.inc_by(redelivered as u64);
+    }
+    let attempts: Vec<u32> = batch.iter().map(attempt_of).collect();
+    let ids = event_ids(&batch);
+    let request = if ctx.trigger.batch_size > 1 {
+        batch_request(&ctx, &batch, &ids, &attempts)
+    } else {
+        binary_request(&ctx, &batch[0], &ids[0], attempts[0])
+    };
+    let verdicts = match ctx.backend.invoke(&ctx.function, request).await {
+        Ok(response) => {
+            let status = response.status();
+            let body = read_answer(response.into_body()).await;
+            decide(status, &body, &ids, ctx.trigger.batch_size > 1)
+        }
+        Err(error) => vec![verdict_for_error(&error); batch.len()],
+    };
+    let settles = batch
+        .into_iter()
+        .zip(attempts)
+        .zip(verdicts)
+        .map(|((delivery, attempt), verdict)| settle(&ctx, &publish, delivery, attempt, verdict));
+    futures::future::join_all(settles).await;
+    metrics.duration.observe(started.elapsed().as_secs_f64());
+}
+
+/// The attempt this delivery is: 1 for a new message, more for one that came back from a retry.
+fn attempt_of(delivery: &Delivery) -> u32 {
+    let from_header = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
+        .and_then(amqp_int);
+    from_header.unwrap_or(1).max(1)
+}
+
+fn amqp_int(value: &AMQPValue) -> Option<u32> {
+    let n: i64 = match value {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => *v,
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
+/// Event ids: the message id when there is one, else a digest of the message (stable across
+/// redeliveries); made unique within a batch.
+fn event_ids(batch: &[Delivery]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    batch
+        .iter()
+        .map(|d| {
+            let base = match d.properties.message_id() {
+                Some(id) if !id.as_str().is_empty() => id.to_string(),
+                _ => {
+                    let mut hash = Sha256::new();
+                    hash.update(d.routing_key.as_str().as_bytes());
+                    hash.update([0]);
+                    hash.update(&d.data);
+                    hex::encode(&hash.finalize()[..16])
+                }
+            };
+            let mut id = base.clone();
+            let mut n = 1;
+            while !seen.insert(id.clone()) {
+                n += 1;
+                id = format!("{base}#{n}");
+            }
+            id
+        })
+        .collect()
+}
+
+fn event_time(delivery: &Delivery) -> String {
+    let time = match delivery.properties.timestamp() {
+        Some(secs) => UNIX_EPOCH + Duration::from_secs(*secs),
+        None => SystemTime::now(),
+    };
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn event_type(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .kind()
+        .as_ref()
+        .map(|k| k.to_string())
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "wafer.amqp.message".to_string())
+}
+
+/// AMQP headers whose names are legal CloudEvents extension names, as text.
+fn extensions(delivery: &Delivery) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(headers) = delivery.properties.headers() else {
+        return out;
+    };
+    for (name, value) in headers.inner() {
+        let name = name.as_str().to_ascii_lowercase();
+        let legal = !name.is_empty()
+            && name.len() <= 20
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && !RESERVED.contains(&name.as_str());
+        if !legal {
+            continue;
+        }
+        let text = match value {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::ShortString(s) => s.to_string(),
+            AMQPValue::Boolean(b) => b.to_string(),
+            AMQPValue::Timestamp(t) => t.to_string(),
+            other => match amqp_int(other) {
+                Some(n) => n.to_string(),
+                None => continue,
+            },
+        };
+        out.insert(name, text);
+    }
+    out
+}
+
+/// Percent-encodes what the CloudEvents HTTP binding says header values must not carry raw.
+fn header_value(text: &str) -> HeaderValue {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn base_request(ctx: &Context, content_type: &str) -> http::request::Builder {
+    Request::builder()
+        .method(Method::POST)
+        .uri(&ctx.path)
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, header_value(content_type))
+}
+
+/// One message as a CloudEvent in binary content mode.
+fn binary_request(
+    ctx: &Context,
+    delivery: &Delivery,
+    id: &str,
+    attempt: u32,
+) -> wafer_worker::Request {
+    let content_type = delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "application/octet-stream".to_string());
+    let body = Bytes::copy_from_slice(&delivery.data);
+    let mut request = base_request(ctx, &content_type)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", header_value(id))
+        .header("ce-source", header_value(&ctx.source))
+        .header("ce-type", header_value(&event_type(delivery)))
+        .header("ce-time", header_value(&event_time(delivery)))
+        .header("ce-attempt", attempt);
+    for (name, value) in extensions(delivery) {
+        request = request.header(format!("ce-{name}"), header_value(&value));
+    }
+    request
+        .body(wafer_worker::full_body(body))
+        .expect("valid request parts")
+}
+
+/// A batch as a JSON array of structured CloudEvents.
+fn batch_request(
+    ctx: &Context,
+    batch: &[Delivery],
+    ids: &[String],
+    attempts: &[u32],
+) -> wafer_worker::Request {
+    let events: Vec<serde_json::Value> = batch
+        .iter()
+        .zip(ids)
+        .zip(attempts)
+        .map(|((delivery, id), attempt)| {
+            let mut event = serde_json::Map::new();
+            for (name, value) in extensions(delivery) {
+                event.insert(name, value.into());
+            }
+            event.insert("specversion".into(), "1.0".into());
+            event.insert("id".into(), id.as_str().into());
+            event.insert("source".into(), ctx.source.as_str().into());
+            event.insert("type".into(), event_type(delivery).into());
+            event.insert("time".into(), event_time(delivery).into());
+            event.insert("attempt".into(), attempt.to_string().into());
+            let content_type = delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|t| t.to_string());
+            let json_data = content_type
+                .as_deref()
+                .filter(|t| t.contains("json"))
+                .and_then(|_| serde_json::from_slice::<serde_json::Value>(&delivery.data).ok());
+            match (json_data, std::str::from_utf8(&delivery.data)) {
+                (Some(value), _) => {
+                    event.insert("data".into(), value);
+                }
+                (None, Ok(text))
+                    if content_type
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("text/")) =>
+                {
+                    event.insert("data".into(), text.into());
+                }
+                _ => {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&delivery.data);
+                    event.insert("data_base64".into(), encoded.into());
+                }
+            }
+            if let Some(t) = content_type {
+                event.insert("datacontenttype".into(), t.into());
+            }
+            serde_json::Value::Object(event)
+        })
+        .collect();
+    let body = Bytes::from(serde_json::to_vec(&events).expect("JSON values serialize"));
+    base_request(ctx, "application/cloudevents-batch+json")
+        .body(wafer_worker::full_body(body))
+        .expect("valid request parts")
+}
+
+/// Reads up to [`MAX_ANSWER`] bytes of the function's answer.
+async fn read_answer(mut body: wafer_worker::Body) -> Vec<u8> {
+    let mut answer = Vec::new();
+    while answer.len() < MAX_ANSWER {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = MAX_ANSWER - answer.len();
+                    answer.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            _ => break,
+        }
+    }
+    answer
+}
+
+/// The one place an HTTP answer becomes per-message verdicts.
+///
+/// 2xx acks (in batch mode, `batchItemFailures` lists the failures: retried, or dead-lettered
+/// when marked `"retryable": false`; an id not in the batch fails the whole batch, as in Lambda);
+/// 429 and 5xx retry; any other 4xx dead-letters; anything else retries.
+pub(super) fn decide(status: StatusCode, body: &[u8], ids: &[String], batch: bool) -> Vec<Verdict> {
+    let all = |v: Verdict| vec![v; ids.len()];
+    let failure = || Failure {
+        status: status.as_u16().to_string(),
+        message: error_message(status, body),
+    };
+    if status.is_success() {
+        if !batch {
+            return all(Verdict::Ack);
+        }
+        return decide_batch(body, ids);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return all(Verdict::Retry(failure()));
+    }
+    if status.is_client_error() {
+        return all(Verdict::DeadLetter(failure()));
+    }
+    all(Verdict::Retry(failure()))
+}
+
+fn decide_batch(body: &[u8], ids: &[String]) -> Vec<Verdict> {
+    let whole = |message: String| {
+        vec![
+            Verdict::Retry(Failure {
+                status: "batch".into(),
+                message,
+            });
+            ids.len()
+        ]
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return vec![Verdict::Ack; ids.len()];
+    }
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return vec![Verdict::Ack; ids.len()];
+    };
+    let Some(failures) = answer.get("batchItemFailures") else {
+        return vec![Verdict::Ack; ids.len()];
+    };
+    let Some(failures) = failures.as_array() else {
+        return whole("batchItemFailures is not a list".into());
+    };
+    let mut verdicts = vec![Verdict::Ack; ids.len()];
+    for item in failures {
+        let Some(id) = item.get("itemIdentifier").and_then(|v| v.as_str()) else {
+            return whole(format!(
+                "batch item failure without an itemIdentifier: {item}"
+            ));
+        };
+        let Some(index) = ids.iter().position(|known| known == id) else {
+            return whole(format!("batch item failure names unknown event `{id}`"));
+        };
+        let failure = Failure {
+            status: "batch-item".into(),
+            message: format!("the function reported event {id} as failed"),
+        };
+        let retryable = item
+            .get("retryable")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        verdicts[index] = if retryable {
+            Verdict::Retry(failure)
+        } else {
+            Verdict::DeadLetter(failure)
+        };
+    }
+    verdicts
+}
+
+/// The message of a JSON `{"error": ...}` answer, else the start of the body, else the status.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+    let text = from_json.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        text.chars()
+            .take(500)
+            .collect::<String>()
+            .trim()
+            .to_string()
+    });
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text
+    }
+}
+
+fn verdict_for_error(error: &InvokeError) -> Verdict {
+    match error {
+        // Deleted mid-stream, or wafer stopping: not the message's fault.
+        InvokeError::NotFound(_) | InvokeError::ShuttingDown => Verdict::Requeue,
+        other => Verdict::Retry(Failure {
+            status: other.kind().to_string(),
+            message: other.to_string(),
+        }),
+    }
+}
+
+/// Carries out a verdict. A republish is confirmed by the broker before the original is acked;
+/// if it is not, the original goes back to the queue instead (so nothing is lost).
+async fn settle(
+    ctx: &Context,
+    publish: &Channel,
+    delivery: Delivery,
+    attempt: u32,
+    verdict: Verdict,
+) {
+    let metrics = &ctx.metrics;
+    let trigger = &ctx.trigger;
+    let outcome = match verdict {
+        Verdict::Ack => {
+            metrics.succeeded.inc();
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Verdict::Requeue => requeue(&delivery).await,
+        Verdict::Retry(failure) if attempt < trigger.max_attempts => {
+            let delay = trigger.retry.delay(attempt);
+            let mut headers = headers_of(&delivery);
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
+            let queue = retry_queue(&trigger.queue, delay);
+            tracing::debug!(function = %ctx.function, queue = %trigger.queue, attempt, ?delay, error = %failure.message, "retrying message");
+            match republish(publish, &queue, &delivery, headers).await {
+                Ok(()) => {
+                    metrics.retried.inc();
+                    delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(requeue_after(&delivery, e).await),
+            }
+        }
+        Verdict::Retry(failure) | Verdict::DeadLetter(failure) => {
+            let mut headers = headers_of(&delivery);
+            let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+            headers.insert("x-wafer-attempts".into(), AMQPValue::LongUInt(attempt));
+            headers.insert("x-wafer-error-status".into(), text(&failure.status));
+            let message: String = failure.message.chars().take(4000).collect();
+            headers.insert("x-wafer-error-message".into(), text(&message));
+            headers.insert("x-wafer-function".into(), text(&ctx.function));
+            headers.insert(
+                "x-wafer-function-version".into(),
+                AMQPValue::LongLongInt(ctx.version.load(Ordering::Relaxed) as i64),
+            );
+            headers.insert("x-wafer-source-queue".into(), text(&trigger.queue));
+            headers.insert(
+                "x-wafer-failed-at".into(),
+                text(&humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+            );
+            tracing::info!(function = %ctx.function, queue = %trigger.queue, attempt, error = %failure.message, "dead-lettering message");
+            match republish(publish, &trigger.dead_letter, &delivery, headers).await {
+                Ok(()) => {
+                    metrics.dead_lettered.inc();
+                    delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(requeue_after(&delivery, e).await),
+            }
+        }
+    };
+    if let Err(error) = outcome {
+        // The channel is gone; the broker redelivers the message to the next consumer.
+        tracing::debug!(function = %ctx.function, queue = %trigger.queue, %error, "could not settle a delivery");
+    }
+}
+
+async fn requeue(delivery: &Delivery) -> Result<(), String> {
+    delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+async fn requeue_after(delivery: &Delivery, error: String) -> String {
+    tracing::warn!(%error, "republishing failed; returning the message to its queue");
+    let _ = requeue(delivery).await;
+    error
+}
+
+fn headers_of(delivery: &Delivery) -> FieldTable {
+    delivery.properties.headers().clone().unwrap_or_default()
+}
+
+/// Publishes a copy of `delivery` (same body and properties, persistent, new headers) to
+/// `queue` and waits for the broker to confirm it.
+async fn republish(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
+) -> Result<(), String> {
+    let properties: BasicProperties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &delivery.data,
+            properties,
+        )
+        .await
+        .map_err(|e| format!("publishing to {queue}: {e}"))?
+        .await
+        .map_err(|e| format!("confirming the publish to {queue}: {e}"))?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => {
+            Err(format!("queue {queue} does not exist (message returned)"))
+        }
+        Confirmation::Nack(_) => Err(format!("the broker refused the publish to {queue}")),
+        Confirmation::NotRequested => Err("publisher confirms are off".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("m{i}")).collect()
+    }
+
+    #[test]
+    fn statuses_map_to_verdicts() {
+        let one = ids(1);
+        assert_eq!(decide(StatusCode::OK, b"", &one, false), [Verdict::Ack]);
+        assert_eq!(
+            decide(StatusCode::NO_CONTENT, b"", &one, false),
+            [Verdict::Ack]
+        );
+        let retry = decide(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error":"db down"}"#,
+            &one,
+            false,
+        );
+        assert_eq!(
+            retry,
+            [Verdict::Retry(Failure {
+                status: "503".into(),
+                message: "db down".into()
+            })]
+        );
+        assert!(matches!(
+            decide(StatusCode::TOO_MANY_REQUESTS, b"", &one, false)[0],
+            Verdict::Retry(_)
+        ));
+        let dead = decide(StatusCode::UNPROCESSABLE_ENTITY, b"bad order", &one, false);
+        assert_eq!(
+            dead,
+            [Verdict::DeadLetter(Failure {
+                status: "422".into(),
+                message: "bad order".into()
+            })]
+        );
+        assert!(matches!(
+            decide(StatusCode::FOUND, b"", &one, false)[0],
+            Verdict::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn batch_item_failures() {
+        let three = ids(3);
+        let ok = decide(
+            StatusCode::OK,
+            br#"{"batchItemFailures": []}"#,
+            &three,
+            true,
+        );
+        assert_eq!(ok, vec![Verdict::Ack; 3]);
+        let partial = decide(
+            StatusCode::OK,
+            br#"{"batchItemFailures":[{"itemIdentifier":"m1"},{"itemIdentifier":"m2","retryable":false}]}"#,
+            &three,
+            true,
+        );
+        assert_eq!(partial[0], Verdict::Ack);
+        assert!(matches!(partial[1], Verdict::Retry(_)));
+        assert!(matches!(partial[2], Verdict::DeadLetter(_)));
+        let unknown = decide(
+            StatusCode::OK,
+            br#"{"batchItemFailures":[{"itemIdentifier":"nope"}]}"#,
+            &three,
+            true,
+        );
+        assert!(unknown.iter().all(|v| matches!(v, Verdict::Retry(_))));
+        let plain = decide(StatusCode::OK, b"done", &three, true);
+        assert_eq!(plain, vec![Verdict::Ack; 3]);
+        let failed = decide(StatusCode::INTERNAL_SERVER_ERROR, b"", &three, true);
+        assert!(failed.iter().all(|v| matches!(v, Verdict::Retry(_))));
+    }
+
+    #[test]
+    fn platform_errors() {
+        assert_eq!(
+            verdict_for_error(&InvokeError::ShuttingDown),
+            Verdict::Requeue
+        );
+        let timeout = verdict_for_error(&InvokeError::Timeout {
+            function: "f".into(),
+            timeout: Duration::from_secs(1),
+        });
+        assert!(
+            matches!(timeout, Verdict::Retry(Failure { ref status, .. }) if status == "timeout")
+        );
+    }
+
+    #[test]
+    fn header_values_are_percent_encoded() {
+        assert_eq!(header_value("a b\"c%dé"), "a%20b%22c%25d%C3%A9");
+        assert_eq!(
+            retry_queue("orders", Duration::from_millis(1500)),
+            "orders.retry.1500"
+        );
+    }
+}
