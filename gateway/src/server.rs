@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::{Gateway, admin, trigger};
@@ -28,6 +29,13 @@ pub async fn serve(
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let app = app(gateway.clone());
     let mut http_stop = stopped.clone();
+    // Without TCP_NODELAY a response whose head and body leave in separate writes waits out
+    // Nagle's algorithm against the client's delayed ACK: 40 ms per call.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+        }
+    });
     let http = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });

@@ -2,10 +2,11 @@
 //!
 //! Each function name has a [`LogSink`] that outlives redeploys. Instances write into it through
 //! [`GuestOutput`] (the WASI stdout/stderr of every store); complete lines go to a small in-memory
-//! ring (what `wafer logs` shows), to followers, and to one background thread that appends them to
-//! `<logs>/<name>.log`, rotating at a fixed size. Nothing on the guest's write path blocks or fails:
-//! past its per-call budget a guest's output is dropped (once marked), and when the disk writer
-//! falls behind, lines skip the disk rather than stall the guest.
+//! ring (what `wafer logs` shows), to followers, and to a queue that one background thread drains
+//! every [`DISK_FLUSH`] into `<logs>/<name>.log`, rotating at a fixed size. Nothing on the guest's
+//! write path blocks, fails or wakes a thread: past its per-call budget a guest's output is
+//! dropped (once marked), and when the disk writer falls behind, lines skip the disk rather than
+//! stall the guest.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -13,10 +14,9 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -33,7 +33,10 @@ const MAX_LINE: usize = 16 << 10;
 /// Size at which a log file is rotated to `<name>.log.1` (one generation is kept).
 const ROTATE_BYTES: u64 = 4 << 20;
 /// Lines queued for the disk writer before new ones skip the disk.
-const DISK_QUEUE: usize = 16 << 10;
+const DISK_QUEUE: usize = 64 << 10;
+/// How often the disk writer drains its queue. Batching keeps a chatty guest from paying a
+/// thread wake-up per line.
+const DISK_FLUSH: Duration = Duration::from_millis(50);
 
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -104,14 +107,34 @@ impl LogLine {
 }
 
 enum DiskOp {
-    Append(Arc<str>, String),
+    Append(Arc<str>, LogLine),
     Remove(Arc<str>),
+}
+
+/// Lines on their way to disk.
+#[derive(Default)]
+struct DiskQueue {
+    ops: Mutex<Vec<DiskOp>>,
+}
+
+impl DiskQueue {
+    fn push_line(&self, name: &Arc<str>, line: LogLine) {
+        let mut ops = self.ops.lock().unwrap();
+        if ops.len() < DISK_QUEUE {
+            ops.push(DiskOp::Append(name.clone(), line));
+        }
+    }
+
+    fn push_removal(&self, name: Arc<str>) {
+        // Never dropped: a removal must happen even when the queue is full.
+        self.ops.lock().unwrap().push(DiskOp::Remove(name));
+    }
 }
 
 /// All functions' logs on this worker.
 pub struct Logs {
     dir: Option<PathBuf>,
-    disk: Option<SyncSender<DiskOp>>,
+    disk: Option<Arc<DiskQueue>>,
     sinks: DashMap<Arc<str>, Arc<LogSink>>,
 }
 
@@ -121,12 +144,13 @@ impl Logs {
         let disk = match &dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let (tx, rx) = sync_channel(DISK_QUEUE);
+                let queue = Arc::new(DiskQueue::default());
+                let writer = queue.clone();
                 let dir = dir.clone();
                 std::thread::Builder::new()
                     .name("wafer-logs".into())
-                    .spawn(move || disk_writer(&dir, rx))?;
-                Some(tx)
+                    .spawn(move || disk_writer(&dir, writer))?;
+                Some(queue)
             }
             None => None,
         };
@@ -167,8 +191,7 @@ impl Logs {
         if let Some((name, _)) = self.sinks.remove(function)
             && let Some(disk) = &self.disk
         {
-            // Blocking send: the removal must not be lost, and it is rare.
-            let _ = disk.send(DiskOp::Remove(name));
+            disk.push_removal(name);
         }
     }
 }
@@ -205,7 +228,7 @@ pub struct LogSink {
     name: Arc<str>,
     recent: Mutex<Recent>,
     follow: broadcast::Sender<LogLine>,
-    disk: Option<SyncSender<DiskOp>>,
+    disk: Option<Arc<DiskQueue>>,
 }
 
 impl LogSink {
@@ -213,10 +236,11 @@ impl LogSink {
     pub fn push(&self, stream: Stream, text: String) {
         let line = LogLine::new(stream, text);
         if let Some(disk) = &self.disk {
-            // Never block a guest on the disk: a full queue drops the line from the file only.
-            let _ = disk.try_send(DiskOp::Append(self.name.clone(), line.to_disk()));
+            disk.push_line(&self.name, line.clone());
         }
-        let _ = self.follow.send(line.clone());
+        if self.follow.receiver_count() > 0 {
+            let _ = self.follow.send(line.clone());
+        }
         self.recent.lock().unwrap().push(line);
     }
 
@@ -233,38 +257,37 @@ impl LogSink {
     }
 }
 
-fn disk_writer(dir: &Path, rx: Receiver<DiskOp>) {
+/// Drains the queue every [`DISK_FLUSH`]; once no one else holds the queue (the logs were
+/// dropped), drains it a last time and stops.
+fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
     let mut files: HashMap<Arc<str>, (BufWriter<File>, u64)> = HashMap::new();
     loop {
-        // Take everything queued, then flush once, then block for more.
-        let op = match rx.try_recv() {
-            Ok(op) => op,
-            Err(TryRecvError::Empty) => {
-                for (file, _) in files.values_mut() {
-                    let _ = file.flush();
+        std::thread::sleep(DISK_FLUSH);
+        let last = Arc::strong_count(&queue) == 1;
+        let ops = std::mem::take(&mut *queue.ops.lock().unwrap());
+        for op in ops {
+            match op {
+                DiskOp::Append(name, line) => {
+                    if let Err(e) = append(dir, &mut files, name, &line.to_disk()) {
+                        tracing::warn!(error = %e, "failed to write function log");
+                    }
                 }
-                match rx.recv() {
-                    Ok(op) => op,
-                    Err(_) => return,
-                }
-            }
-            Err(TryRecvError::Disconnected) => return,
-        };
-        match op {
-            DiskOp::Append(name, text) => {
-                if let Err(e) = append(dir, &mut files, name, &text) {
-                    tracing::warn!(error = %e, "failed to write function log");
-                }
-            }
-            DiskOp::Remove(name) => {
-                files.remove(&name);
-                for path in [
-                    dir.join(format!("{name}.log")),
-                    dir.join(format!("{name}.log.1")),
-                ] {
-                    let _ = std::fs::remove_file(path);
+                DiskOp::Remove(name) => {
+                    files.remove(&name);
+                    for path in [
+                        dir.join(format!("{name}.log")),
+                        dir.join(format!("{name}.log.1")),
+                    ] {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
             }
+        }
+        for (file, _) in files.values_mut() {
+            let _ = file.flush();
+        }
+        if last {
+            return;
         }
     }
 }

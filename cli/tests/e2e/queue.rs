@@ -214,7 +214,7 @@ async fn prefetch_bounds_the_calls_in_flight() {
             "slow",
             &guest("collect"),
             &format!(
-                "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[limits]\nconcurrency = 2\n[[queue]]\nqueue = \"{queue}\""
+                "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[limits]\nconcurrency = 2\n[[queue]]\nqueue = \"{queue}\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\""
             ),
         )
         .await;
@@ -230,6 +230,25 @@ async fn prefetch_bounds_the_calls_in_flight() {
         2,
         "prefetch follows the function's concurrency of 2"
     );
+    // The broker password never leaves the server.
+    let info = wafer
+        .admin(reqwest::Method::GET, "/_wafer/v1/functions/slow")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        info.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+        "{info}"
+    );
+    let health = crate::support::get(&wafer.url("/_wafer/healthz")).await.1;
+    assert!(
+        health.contains("guest:***@") && !health.contains("guest:guest"),
+        "{health}"
+    );
+    assert!(!wafer.stderr().contains("guest:guest"));
     broker.cleanup().await;
 }
 
