@@ -51,8 +51,25 @@ impl EventRequestExt for Request {
 
 /// Parses one event from HTTP headers and body.
 pub fn parse_event(headers: &HeaderMap, body: Vec<u8>) -> Result<Event, Error> {
-    cloudevents::binding::http::to_event(headers, body)
+    cloudevents::binding::http::to_event(&decode_attributes(headers), body)
         .map_err(|e| Error::bad_request(format!("not a CloudEvent: {e}")))
+}
+
+/// The HTTP binding percent-encodes `ce-*` header values (a `%` travels as `%25`); the
+/// cloudevents crate does not decode them, so this does.
+fn decode_attributes(headers: &HeaderMap) -> HeaderMap {
+    let mut decoded = headers.clone();
+    for (name, value) in decoded.iter_mut() {
+        if name.as_str().starts_with("ce-")
+            && value.as_bytes().contains(&b'%')
+            && let Ok(text) = value.to_str()
+            && let Ok(plain) =
+                http::HeaderValue::from_str(&crate::request::percent_decode_strict(text))
+        {
+            *value = plain;
+        }
+    }
+    decoded
 }
 
 /// Parses a batch (or a single event, as a batch of one).
@@ -202,7 +219,7 @@ mod tests {
         for (k, v) in [
             ("ce-specversion", "1.0"),
             ("ce-id", "msg-1"),
-            ("ce-source", "amqp://127.0.0.1/%2F/orders"),
+            ("ce-source", "amqp://127.0.0.1/%252F/orders"),
             ("ce-type", "order.created"),
             ("ce-time", "2026-11-28T10:00:00Z"),
             ("ce-attempt", "3"),
@@ -228,6 +245,22 @@ mod tests {
         assert_eq!(event.attempt(), 3);
         assert_eq!(event.extension_str("tenant").as_deref(), Some("acme"));
         assert_eq!(event.json::<Order>().unwrap(), Order { id: 7 });
+    }
+
+    #[test]
+    fn percent_encoded_attributes_are_decoded() {
+        let mut h = binary_headers();
+        h.insert(
+            "ce-source",
+            HeaderValue::from_static("amqp://127.0.0.1:5672/%252F/orders"),
+        );
+        h.insert("ce-tenant", HeaderValue::from_static("a%20b"));
+        let event = parse_event(&h, b"{}".to_vec()).unwrap();
+        assert_eq!(
+            event.source().to_string(),
+            "amqp://127.0.0.1:5672/%2F/orders"
+        );
+        assert_eq!(event.extension_str("tenant").as_deref(), Some("a b"));
     }
 
     #[test]

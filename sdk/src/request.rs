@@ -47,7 +47,16 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
+/// Decodes `%XX` sequences only (a `+` stays a `+`), as header values are encoded.
+pub(crate) fn percent_decode_strict(text: &str) -> String {
+    decode(text, false)
+}
+
 pub(crate) fn percent_decode(text: &str) -> String {
+    decode(text, true)
+}
+
+fn decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -66,7 +75,7 @@ pub(crate) fn percent_decode(text: &str) -> String {
                     }
                 }
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

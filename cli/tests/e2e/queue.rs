@@ -391,3 +391,97 @@ async fn sigterm_settles_deliveries_in_flight_and_loses_none() {
     }
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_message_arrives_as_a_binary_mode_cloudevent() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("event");
+    broker.declare(&queue).await;
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "show",
+            &guest("headers"),
+            &format!("route = \"/show\"\n[[queue]]\nqueue = \"{queue}\""),
+        )
+        .await;
+    // Through the CLI, as a user would try it.
+    let out = wafer.cli(&[
+        "queue",
+        "send",
+        &queue,
+        r#"{"n": 1}"#,
+        "--type",
+        "order.created",
+        "--id",
+        "m-1",
+        "-H",
+        "tenant=acme",
+        "-H",
+        "x-not-legal=skipped",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(20), "the event logged", || async {
+        wafer.logs("show").await.contains("body: {")
+    })
+    .await;
+    let logs = wafer.logs("show").await;
+    for expected in [
+        "Method::Post /show",
+        "ce-specversion: 1.0",
+        "ce-id: m-1",
+        "ce-type: order.created",
+        // The source is amqp://127.0.0.1:5672/%2F/<queue>; on the wire its '%' is
+        // percent-encoded, as the CloudEvents HTTP binding requires.
+        &format!("ce-source: amqp://127.0.0.1:5672/%252F/{queue}"),
+        "ce-attempt: 1",
+        "ce-tenant: acme",
+        "ce-time: 20",
+        "content-type: application/json",
+        r#"body: {\"n\": 1}"#,
+    ] {
+        assert!(logs.contains(expected), "missing `{expected}` in {logs}");
+    }
+    assert!(
+        !logs.contains("skipped"),
+        "illegal extension names are not passed: {logs}"
+    );
+
+    // Deleting the function stops its consumer: new messages stay in the queue.
+    assert!(wafer.cli(&["delete", "show"]).status.success());
+    broker.publish_json(&queue, json!({"n": 2})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(broker.depth(&queue).await, 1);
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_queue_triggers_are_refused_naming_the_field() {
+    let wafer = Wafer::start();
+    for (manifest, expected) in [
+        ("[[queue]]\nqueue = \"amq.direct\"", "queue[0].queue"),
+        (
+            "[[queue]]\nqueue = \"q\"\nbatch_size = 0",
+            "queue[0].batch_size",
+        ),
+        (
+            "[[queue]]\nqueue = \"q\"\nurl = \"http://u:secret@host\"",
+            "queue[0].url",
+        ),
+        ("[[queue]]\nqueue = \"q\"\nretries = 3", "retries"),
+        (
+            "[[queue]]\nqueue = \"q\"\n[[queue]]\nqueue = \"q\"",
+            "queue[1].queue",
+        ),
+    ] {
+        let response = wafer.deploy("bad", &guest("counter"), manifest).await;
+        assert_eq!(response.status(), 400, "{manifest}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(expected), "{manifest}: {body}");
+        assert!(!body.contains("secret"), "{body}");
+    }
+}
