@@ -31,10 +31,7 @@ pub struct Queue {
     #[arg(long, default_value = "target/release/wafer")]
     wafer: PathBuf,
     /// The trivial function's component (the test fixture that counts its calls and answers 200).
-    #[arg(
-        long,
-        default_value = "target/guests/wasm32-wasip2/release/counter.wasm"
-    )]
+    #[arg(long, default_value = "target/guests/wasm32-wasip2/release/calls.wasm")]
     component: PathBuf,
 }
 

@@ -98,7 +98,7 @@ async fn restart_serves_every_function_from_the_compiled_cache() {
     let mut wafer = Wafer::start_in(&data, &[]);
     wafer.deploy_ok("hello", &guest("hello"), "").await;
     wafer
-        .deploy_ok("counter", &guest("counter"), "route = \"/count\"")
+        .deploy_ok("counter", &guest("calls"), "route = \"/count\"")
         .await;
     assert_eq!(get(&wafer.url("/count")).await, (200, "1".into()));
     // A function deleted before the restart leaves nothing behind after it.

@@ -187,7 +187,7 @@ async fn overload_beyond_concurrency_and_queue_gets_429_with_retry_after() {
 async fn warm_instances_are_reused_up_to_the_reuse_limit() {
     let wafer = Wafer::start();
     wafer
-        .deploy_ok("counter", &guest("counter"), "[scaling]\nreuse = 3")
+        .deploy_ok("counter", &guest("calls"), "[scaling]\nreuse = 3")
         .await;
     let mut seen = Vec::new();
     for _ in 0..7 {
@@ -197,7 +197,7 @@ async fn warm_instances_are_reused_up_to_the_reuse_limit() {
     assert_eq!(seen, ["1", "2", "3", "1", "2", "3", "1"]);
 
     wafer
-        .deploy_ok("fresh", &guest("counter"), "[scaling]\nreuse = 1")
+        .deploy_ok("fresh", &guest("calls"), "[scaling]\nreuse = 1")
         .await;
     for _ in 0..3 {
         assert_eq!(get(&wafer.url("/fresh")).await.1, "1");
@@ -233,7 +233,7 @@ async fn idle_instances_are_dropped_after_the_idle_timeout() {
     wafer
         .deploy_ok(
             "counter",
-            &guest("counter"),
+            &guest("calls"),
             "[scaling]\nidle_timeout = \"1s\"",
         )
         .await;

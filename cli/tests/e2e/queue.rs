@@ -478,7 +478,7 @@ async fn bad_queue_triggers_are_refused_naming_the_field() {
             "queue[1].queue",
         ),
     ] {
-        let response = wafer.deploy("bad", &guest("counter"), manifest).await;
+        let response = wafer.deploy("bad", &guest("calls"), manifest).await;
         assert_eq!(response.status(), 400, "{manifest}");
         let body = response.text().await.unwrap();
         assert!(body.contains(expected), "{manifest}: {body}");

@@ -5,10 +5,10 @@ use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
-struct Counter;
-wasi::http::proxy::export!(Counter);
+struct Calls;
+wasi::http::proxy::export!(Calls);
 
-impl wasi::exports::http::incoming_handler::Guest for Counter {
+impl wasi::exports::http::incoming_handler::Guest for Calls {
     fn handle(_: IncomingRequest, out: ResponseOutparam) {
         let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         util::respond(out, 200, &n.to_string());
