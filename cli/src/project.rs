@@ -55,9 +55,9 @@ impl Project {
     /// Runs the manifest's `build` command if the component is missing or older than a source
     /// file in the folder.
     pub fn build_if_stale(&self) -> anyhow::Result<()> {
-        let Some(build) = &self.manifest.build else {
+        if self.manifest.build.is_none() {
             return Ok(());
-        };
+        }
         let component = self.component_path()?;
         let built = std::fs::metadata(&component)
             .and_then(|m| m.modified())
@@ -66,9 +66,19 @@ impl Project {
             None => true,
             Some(built) => newest_source(&self.dir, &component).is_some_and(|t| t > built),
         };
-        if !stale {
-            return Ok(());
-        }
+        if stale { self.build() } else { Ok(()) }
+    }
+
+    /// Runs the manifest's `build` command in the manifest's folder, its output shown as it
+    /// comes, and checks that it produced the component.
+    pub fn build(&self) -> anyhow::Result<()> {
+        let Some(build) = &self.manifest.build else {
+            bail!(
+                "the manifest in {} has no `build` command",
+                self.dir.display()
+            );
+        };
+        let component = self.component_path()?;
         eprintln!("building {} ({build})", self.dir.display());
         let status = Command::new("sh")
             .arg("-c")

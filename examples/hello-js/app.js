@@ -1,11 +1,11 @@
-// hello-js: the hello/echo function in JavaScript, a `fetch` event handler built with
-// componentize-js into a standard wasi:http component.
+// A wafer function in JavaScript: a `fetch` event handler that componentize-js builds into a
+// standard wasi:http component.
 //
-// Build, deploy and call (from the repository root, with `wafer up` running):
+// Build, deploy and call (in this folder, with `wafer up` running; NAME is the manifest's name):
 //
-//   wafer deploy examples/hello-js          # builds with componentize-js first
-//   curl http://127.0.0.1:8080/hello-js      # Hello from wafer! (GET /hello-js) [javascript]
-//   curl -d 'echo me' http://127.0.0.1:8080/hello-js
+//   wafer deploy                          # builds with componentize-js first (npm run build)
+//   curl http://127.0.0.1:8080/NAME        # Hello from wafer! (GET /NAME) [javascript]
+//   curl -d 'echo me' http://127.0.0.1:8080/NAME
 //
 // GET answers a greeting; any other method echoes the body. Each call logs one line.
 // componentize-js `fetch` handlers serve one request per instance: wafer notices on the first

@@ -1,10 +1,10 @@
-"""hello-py: the hello/echo function in Python, a plain wasi:http incoming handler.
+"""A wafer function in Python: a wasi:http incoming handler that componentize-py builds.
 
-Build, deploy and call (from the repository root, with `wafer up` running):
+Build, deploy and call (in this folder, with `wafer up` running; NAME is the manifest's name):
 
-    wafer deploy examples/hello-py          # builds with componentize-py first
-    curl http://127.0.0.1:8080/hello-py      # Hello from wafer! (GET /hello-py) [python]
-    curl -d 'echo me' http://127.0.0.1:8080/hello-py
+    wafer deploy                         # builds with componentize-py first (./build.sh)
+    curl http://127.0.0.1:8080/NAME       # Hello from wafer! (GET /NAME) [python]
+    curl -d 'echo me' http://127.0.0.1:8080/NAME
 
 GET answers a greeting (GREETING from the manifest's [env]); any other method echoes the body.
 Each call logs one line to stdout.

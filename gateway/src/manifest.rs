@@ -262,7 +262,7 @@ impl Manifest {
         }
         Ok(FunctionSpec {
             name: name.to_string(),
-            route,
+            route: route.clone(),
             queues,
             config: FunctionConfig {
                 env: self
@@ -272,6 +272,7 @@ impl Manifest {
                     .collect(),
                 allowed_outbound_hosts,
                 limits,
+                route,
             },
         })
     }

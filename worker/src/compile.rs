@@ -1,10 +1,11 @@
-//! Components by digest: validate, compile once, and keep both the bytes and the compiled
-//! artifact on disk so that a restart loads machine code instead of compiling again.
+//! Code by digest (components, and WASI 0.1 modules for CGI functions): validate, compile
+//! once, and keep both the bytes and the compiled artifact on disk so that a restart loads
+//! machine code instead of compiling again.
 //!
 //! Layout under the worker's data directory:
 //! - `components/<sha256>.wasm`: the uploaded bytes, written before any record points at them;
-//! - `compiled/<sha256>-<engine>.cwasm`: wasmtime's serialized artifact, keyed by the bytes'
-//!   digest and the engine's precompile compatibility hash, so an upgrade or a changed engine
+//! - `compiled/<sha256>-<engine>.<kind>.cwasm`: wasmtime's serialized artifact, keyed by the
+//!   bytes' digest and the engine's precompile compatibility hash, so an upgrade or a changed engine
 //!   setting misses the cache instead of loading incompatible code. Artifacts are only ever
 //!   files this worker wrote itself (deserializing is `unsafe` for anything else).
 
@@ -15,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
 use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
 
 use crate::disk;
 use crate::error::DeployError;
@@ -26,18 +27,54 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Rejects anything that is not a WebAssembly component, naming what it is instead.
-pub fn check_is_component(bytes: &[u8]) -> Result<(), DeployError> {
+/// What kind of code a function is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A component exporting `wasi:http/incoming-handler`.
+    Component,
+    /// A WASI 0.1 command module, run CGI-style (see `cgi`).
+    Module,
+}
+
+impl Kind {
+    fn extension(self) -> &'static str {
+        match self {
+            Kind::Component => "component.cwasm",
+            Kind::Module => "module.cwasm",
+        }
+    }
+}
+
+/// Compiled code of either kind (cheap to clone: the code is shared).
+#[derive(Clone)]
+pub(crate) enum Compiled {
+    Component(Component),
+    Module(Module),
+}
+
+impl Compiled {
+    fn kind(&self) -> Kind {
+        match self {
+            Compiled::Component(_) => Kind::Component,
+            Compiled::Module(_) => Kind::Module,
+        }
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Component(c) => c.serialize(),
+            Compiled::Module(m) => m.serialize(),
+        }
+    }
+}
+
+/// Tells components from core modules, and rejects anything else, saying what it is instead.
+pub fn detect_kind(bytes: &[u8]) -> Result<Kind, DeployError> {
     if wasmparser::Parser::is_component(bytes) {
-        return Ok(());
+        return Ok(Kind::Component);
     }
     if wasmparser::Parser::is_core_wasm(bytes) {
-        return Err(DeployError::Invalid(
-            "this is a core WebAssembly module, not a component: wafer runs components that export \
-             wasi:http/incoming-handler (build for --target wasm32-wasip2, or wrap a module with \
-             `wasm-tools component new`)"
-                .into(),
-        ));
+        return Ok(Kind::Module);
     }
     let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Err(DeployError::Invalid(format!(
@@ -52,9 +89,9 @@ pub(crate) struct Components {
     sources: PathBuf,
     compiled: PathBuf,
     engine_key: String,
-    /// Compiled components in memory. A `Component` shares its code, so every function and
-    /// instance using the same bytes uses one copy.
-    loaded: DashMap<String, Component>,
+    /// Compiled code in memory. It is shared, so every function and instance using the same
+    /// bytes uses one copy.
+    loaded: DashMap<String, Compiled>,
 }
 
 impl Components {
@@ -83,27 +120,38 @@ impl Components {
         self.sources.join(format!("{digest}.wasm"))
     }
 
-    fn artifact_path(&self, digest: &str) -> PathBuf {
+    fn artifact_path(&self, digest: &str, kind: Kind) -> PathBuf {
         self.compiled
-            .join(format!("{digest}-{}.cwasm", self.engine_key))
+            .join(format!("{digest}-{}.{}", self.engine_key, kind.extension()))
     }
 
-    /// Compiles component bytes (CPU-heavy: call from a blocking thread). Nothing is stored.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, DeployError> {
-        check_is_component(bytes)?;
-        Component::new(&self.engine, bytes).map_err(|e| {
-            DeployError::Invalid(format!(
-                "the component failed to validate or compile: {e:#}"
-            ))
-        })
+    /// Compiles component or module bytes (CPU-heavy: call from a blocking thread). Nothing is
+    /// stored.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Compiled, DeployError> {
+        match detect_kind(bytes)? {
+            Kind::Component => Component::new(&self.engine, bytes)
+                .map(Compiled::Component)
+                .map_err(|e| {
+                    DeployError::Invalid(format!(
+                        "the component failed to validate or compile: {e:#}"
+                    ))
+                }),
+            Kind::Module => Module::new(&self.engine, bytes)
+                .map(Compiled::Module)
+                .map_err(|e| {
+                    DeployError::Invalid(format!(
+                        "the core module failed to validate or compile: {e:#}"
+                    ))
+                }),
+        }
     }
 
-    /// Stores the bytes and the compiled artifact of a component that passed validation.
+    /// Stores the bytes and the compiled artifact of code that passed validation.
     pub(crate) fn store(
         &self,
         digest: &str,
         bytes: &[u8],
-        component: &Component,
+        compiled: &Compiled,
     ) -> Result<(), DeployError> {
         let source = self.source_path(digest);
         if !source.exists() {
@@ -112,9 +160,9 @@ impl Components {
                 source.display()
             )))?;
         }
-        let artifact = self.artifact_path(digest);
+        let artifact = self.artifact_path(digest, compiled.kind());
         if !artifact.exists() {
-            let code = component
+            let code = compiled
                 .serialize()
                 .map_err(|e| DeployError::Internal(format!("failed to serialize: {e:#}")))?;
             disk::atomic_write(&artifact, &code).map_err(DeployError::io(format!(
@@ -122,41 +170,56 @@ impl Components {
                 artifact.display()
             )))?;
         }
-        self.loaded.insert(digest.to_string(), component.clone());
+        self.loaded.insert(digest.to_string(), compiled.clone());
         Ok(())
     }
 
-    /// The component with this digest if it is compiled already (in memory or on disk).
-    pub(crate) fn cached(&self, digest: &str) -> Option<Component> {
-        if let Some(component) = self.loaded.get(digest) {
-            return Some(component.clone());
+    /// The code with this digest if it is compiled already (in memory or on disk).
+    pub(crate) fn cached(&self, digest: &str) -> Option<Compiled> {
+        if let Some(compiled) = self.loaded.get(digest) {
+            return Some(compiled.clone());
         }
-        if !self.source_path(digest).exists() || !self.artifact_path(digest).exists() {
+        let on_disk = [Kind::Component, Kind::Module]
+            .iter()
+            .any(|kind| self.artifact_path(digest, *kind).exists());
+        if !self.source_path(digest).exists() || !on_disk {
             return None;
         }
         self.load(digest).ok()
     }
 
-    /// The component with this digest: from memory, else its artifact, else compiled again from
-    /// its stored bytes (and the artifact rewritten). Blocking.
-    pub(crate) fn load(&self, digest: &str) -> Result<Component, DeployError> {
-        if let Some(component) = self.loaded.get(digest) {
-            return Ok(component.clone());
+    /// The code with this digest: from memory, else its artifact, else compiled again from its
+    /// stored bytes (and the artifact rewritten). Blocking.
+    pub(crate) fn load(&self, digest: &str) -> Result<Compiled, DeployError> {
+        if let Some(compiled) = self.loaded.get(digest) {
+            return Ok(compiled.clone());
         }
-        let artifact = self.artifact_path(digest);
-        if artifact.exists() {
-            // SAFETY: the artifact was written by this worker (atomically, so never torn) from a
-            // component it compiled with an engine of the same compatibility hash.
-            match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
-                Ok(component) => {
-                    self.loaded.insert(digest.to_string(), component.clone());
-                    return Ok(component);
+        for kind in [Kind::Component, Kind::Module] {
+            let artifact = self.artifact_path(digest, kind);
+            if !artifact.exists() {
+                continue;
+            }
+            // SAFETY: the artifact was written by this worker (atomically, so never torn) from
+            // code it compiled with an engine of the same compatibility hash.
+            let loaded = match kind {
+                Kind::Component => unsafe { Component::deserialize_file(&self.engine, &artifact) }
+                    .map(Compiled::Component),
+                Kind::Module => unsafe { Module::deserialize_file(&self.engine, &artifact) }
+                    .map(Compiled::Module),
+            };
+            match loaded {
+                Ok(compiled) => {
+                    self.loaded.insert(digest.to_string(), compiled.clone());
+                    return Ok(compiled);
                 }
-                Err(e) => tracing::warn!(
-                    path = %artifact.display(),
-                    error = %format!("{e:#}"),
-                    "compiled artifact unusable; compiling again"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        path = %artifact.display(),
+                        error = %format!("{e:#}"),
+                        "compiled artifact unusable; compiling again"
+                    );
+                    let _ = std::fs::remove_file(&artifact);
+                }
             }
         }
         let source = self.source_path(digest);
@@ -178,10 +241,9 @@ impl Components {
                 source.display()
             )));
         }
-        let component = self.compile(&bytes)?;
-        let _ = std::fs::remove_file(&artifact);
-        self.store(digest, &bytes, &component)?;
-        Ok(component)
+        let compiled = self.compile(&bytes)?;
+        self.store(digest, &bytes, &compiled)?;
+        Ok(compiled)
     }
 
     /// Forgets and deletes every component whose digest is not in `live` and whose files are

@@ -27,13 +27,24 @@ pub struct FunctionConfig {
     /// Hosts outbound HTTP may reach; empty denies all.
     pub allowed_outbound_hosts: AllowedHosts,
     pub limits: Limits,
+    /// The route prefix the function is served under: CGI modules see it as `SCRIPT_NAME`
+    /// and the rest of the path as `PATH_INFO`.
+    pub route: String,
+}
+
+/// A function's code, pre-linked.
+pub(crate) enum Code {
+    /// A component exporting `wasi:http/incoming-handler`: pooled, reusable instances.
+    Http(ProxyPre<Host>),
+    /// A WASI 0.1 command, run once per request (see `cgi`).
+    Cgi(wasmtime::InstancePre<crate::cgi::CgiHost>),
 }
 
 pub(crate) struct Function {
     pub(crate) name: Arc<str>,
     pub(crate) version: u64,
     pub(crate) digest: String,
-    pub(crate) pre: ProxyPre<Host>,
+    pub(crate) code: Code,
     pub(crate) config: FunctionConfig,
     pub(crate) logs: Arc<LogSink>,
     pub(crate) pool: Pool,
@@ -67,6 +78,10 @@ impl Function {
                 .as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        let pre = match &self.code {
+            Code::Http(pre) => pre,
+            Code::Cgi(pre) => return crate::cgi::invoke(self, shared, pre, request).await,
+        };
         let mut request = request;
         loop {
             let lease = match self.pool.acquire(&self.name).await {
@@ -77,7 +92,14 @@ impl Function {
                 }
             };
             let (respond, response) = oneshot::channel();
-            let task = tokio::spawn(run(self.clone(), shared.clone(), lease, request, respond));
+            let task = tokio::spawn(run(
+                self.clone(),
+                pre.clone(),
+                shared.clone(),
+                lease,
+                request,
+                respond,
+            ));
             match response.await {
                 Ok(Ok(response)) => {
                     return Ok(response
@@ -120,6 +142,7 @@ impl Function {
 /// part of the body the guest writes after setting the response head.
 async fn run(
     function: Arc<Function>,
+    pre: ProxyPre<Host>,
     shared: Arc<Shared>,
     mut lease: crate::pool::Lease,
     request: Request,
@@ -139,7 +162,7 @@ async fn run(
     let attempt = async {
         let mut instance = match warm {
             Some(instance) => instance,
-            None => start_instance(&function, &shared).await?,
+            None => start_instance(&function, &pre, &shared).await?,
         };
         let result = instance
             .handle(request, respond, limits.log_bytes_per_call)
@@ -196,27 +219,20 @@ async fn run(
 }
 
 /// Instantiates a fresh instance, making room in the worker's instance budget if needed.
-async fn start_instance(function: &Function, shared: &Shared) -> Result<Instance, InvokeError> {
-    let slot = match shared.slots.try_take() {
-        Some(slot) => slot,
-        None => {
-            shared.evict_longest_idle();
-            shared
-                .slots
-                .try_take()
-                .ok_or_else(|| InvokeError::NoCapacity {
-                    function: function.name.to_string(),
-                    slots: shared.slots.max(),
-                })?
-        }
-    };
+async fn start_instance(
+    function: &Function,
+    pre: &ProxyPre<Host>,
+    shared: &Shared,
+) -> Result<Instance, InvokeError> {
+    let slot = shared.take_slot(&function.name)?;
     let started = Instant::now();
-    let instance = Instance::start(function, slot)
-        .await
-        .map_err(|e| InvokeError::Instantiate {
-            function: function.name.to_string(),
-            reason: trap_reason(&e),
-        })?;
+    let instance =
+        Instance::start(function, pre, slot)
+            .await
+            .map_err(|e| InvokeError::Instantiate {
+                function: function.name.to_string(),
+                reason: trap_reason(&e),
+            })?;
     function.metrics.cold_starts.inc();
     function
         .metrics
@@ -241,7 +257,7 @@ fn classify_trap(function: &Function, instance: &Instance, error: wasmtime::Erro
 
 /// One line saying why a guest stopped: the trap itself if there is one (its backtrace stays out
 /// of error responses), else the error's chain.
-fn trap_reason(error: &wasmtime::Error) -> String {
+pub(crate) fn trap_reason(error: &wasmtime::Error) -> String {
     if let Some(trap) = error.downcast_ref::<Trap>() {
         let reason = match trap {
             Trap::StackOverflow => "stack overflow (call stack exhausted)".to_string(),

@@ -8,8 +8,8 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::function::Function;
@@ -34,17 +34,18 @@ pub(crate) struct Instance {
 
 impl Instance {
     /// Instantiates the function's pre-linked component in a fresh store: a cold start.
-    pub(crate) async fn start(function: &Function, slot: Slot) -> wasmtime::Result<Instance> {
-        let mut store = Store::new(
-            function.pre.engine(),
-            Host::new(&function.config, &function.logs),
-        );
+    pub(crate) async fn start(
+        function: &Function,
+        pre: &ProxyPre<Host>,
+        slot: Slot,
+    ) -> wasmtime::Result<Instance> {
+        let mut store = Store::new(pre.engine(), Host::new(&function.config, &function.logs));
         store.limiter(|host| &mut host.limiter);
         // Yield to tokio on every epoch tick: a guest spinning on the CPU then shares its thread
         // and a wall-clock timeout around the call can stop it.
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_epoch_deadline(1);
-        let proxy = function.pre.instantiate_async(&mut store).await?;
+        let proxy = pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,
             proxy,

@@ -16,6 +16,7 @@
 //! - `limits`: the limits and the hooks that enforce them;
 //! - [`logs`]: guest stdout/stderr, bounded; `metrics`: Prometheus series.
 
+mod cgi;
 pub mod compile;
 pub mod disk;
 pub mod engine;
@@ -48,8 +49,8 @@ pub use function::FunctionConfig;
 pub use host::AllowedHosts;
 pub use limits::Limits;
 
-use compile::Components;
-use function::Function;
+use compile::{Compiled, Components};
+use function::{Code, Function};
 use host::Host;
 use logs::{LogSink, Logs};
 use metrics::Metrics;
@@ -169,6 +170,7 @@ pub struct Worker {
 pub(crate) struct Shared {
     engine: Engine,
     linker: Linker<Host>,
+    cgi_linker: wasmtime::Linker<cgi::CgiHost>,
     components: Components,
     functions: DashMap<Arc<str>, Arc<Function>>,
     logs: Logs,
@@ -189,6 +191,9 @@ impl Worker {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))?;
+        let mut cgi_linker = wasmtime::Linker::new(&engine);
+        cgi::add_to_linker(&mut cgi_linker)
+            .map_err(|e| WorkerError::Engine(format!("failed to link WASI 0.1: {e:#}")))?;
         let io = |context: &str| {
             let context = context.to_string();
             move |source| WorkerError::Io { context, source }
@@ -200,6 +205,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             _ticker: engine::EpochTicker::start(&engine)?,
             linker,
+            cgi_linker,
             components,
             functions: DashMap::new(),
             logs,
@@ -226,7 +232,40 @@ impl Shared {
         oldest.is_some_and(|(_, f)| f.pool.evict_oldest())
     }
 
-    fn link(&self, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
+    /// Takes a slot of the worker's instance budget, evicting the longest-idle warm instance of
+    /// any function if they are all taken.
+    pub(crate) fn take_slot(&self, function: &str) -> Result<pool::Slot, InvokeError> {
+        if let Some(slot) = self.slots.try_take() {
+            return Ok(slot);
+        }
+        self.evict_longest_idle();
+        self.slots
+            .try_take()
+            .ok_or_else(|| InvokeError::NoCapacity {
+                function: function.to_string(),
+                slots: self.slots.max(),
+            })
+    }
+
+    /// Pre-links compiled code: resolves every import once, checks the exports.
+    fn link(&self, compiled: &Compiled) -> Result<Code, DeployError> {
+        match compiled {
+            Compiled::Component(component) => self.link_component(component).map(Code::Http),
+            Compiled::Module(module) => {
+                cgi::check_command(module).map_err(DeployError::Invalid)?;
+                self.cgi_linker
+                    .instantiate_pre(module)
+                    .map(Code::Cgi)
+                    .map_err(|e| {
+                        DeployError::Invalid(format!(
+                            "the core module imports something wafer does not provide (wafer provides WASI 0.1, `wasi_snapshot_preview1`): {e:#}"
+                        ))
+                    })
+            }
+        }
+    }
+
+    fn link_component(&self, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             DeployError::Invalid(format!(
                 "the component imports something wafer does not provide (wafer provides WASI 0.2 and wasi:http 0.2): {e:#}"
@@ -260,11 +299,14 @@ impl Shared {
                 self.slots.max()
             )));
         }
-        let component = self.components.load(&deployment.digest)?;
-        if let Some(pages) = component
-            .resources_required()
-            .and_then(|r| r.max_initial_memory_size)
-        {
+        let compiled = self.components.load(&deployment.digest)?;
+        let initial_pages = match &compiled {
+            Compiled::Component(component) => component
+                .resources_required()
+                .and_then(|r| r.max_initial_memory_size),
+            Compiled::Module(module) => module.resources_required().max_initial_memory_size,
+        };
+        if let Some(pages) = initial_pages {
             let bytes = pages.saturating_mul(64 << 10);
             if bytes > limits.memory {
                 return Err(DeployError::Limits(format!(
@@ -273,7 +315,7 @@ impl Shared {
                 )));
             }
         }
-        let pre = self.link(&component)?;
+        let code = self.link(&compiled)?;
         let name: Arc<str> = Arc::from(deployment.name.as_str());
         let metrics = self.metrics.function(&name);
         let function = Arc::new(Function {
@@ -282,7 +324,7 @@ impl Shared {
             name: name.clone(),
             version: deployment.version,
             digest: deployment.digest,
-            pre,
+            code,
             config: deployment.config,
             metrics,
             last_call_ms: AtomicU64::new(0),

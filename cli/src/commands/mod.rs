@@ -1,10 +1,12 @@
 //! The subcommands, one file each.
 
+mod build;
 mod delete;
 mod deploy;
 mod invoke;
 mod list;
 mod logs;
+mod new;
 mod queue;
 mod up;
 
@@ -14,6 +16,10 @@ use std::process::ExitCode;
 pub enum Command {
     /// Run the gateway and a worker in this process, deploying the given functions first.
     Up(up::Up),
+    /// Create a new function folder (Rust, JavaScript or Python) that builds and deploys as is.
+    New(new::New),
+    /// Run a function's build command from its manifest.
+    Build(build::Build),
     /// Deploy (create or replace) a function from a manifest or from flags.
     Deploy(deploy::Deploy),
     /// List deployed functions and their state.
@@ -33,6 +39,8 @@ impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Up(c) => c.run().await,
+            Command::New(c) => c.run().await,
+            Command::Build(c) => c.run().await,
             Command::Deploy(c) => c.run().await,
             Command::List(c) => c.run().await,
             Command::Invoke(c) => c.run().await,

@@ -39,13 +39,19 @@ async fn bad_components_are_refused_with_the_reason_and_nothing_is_stored() {
     assert_eq!(status, 400);
     assert!(error.contains("failed to validate or compile"), "{error}");
 
+    // A core module is run CGI-style only if it is a WASI command (has `_start`).
     let core = wat::parse_str("(module (func (export \"run\")))").unwrap();
     let (status, error) = refused(&wafer, "core", core, "").await;
     assert_eq!(status, 400);
-    assert!(
-        error.contains("core WebAssembly module, not a component"),
-        "{error}"
-    );
+    assert!(error.contains("not a WASI 0.1 command"), "{error}");
+    assert!(error.contains("no `_start` export"), "{error}");
+    let odd_module = wat::parse_str(
+        r#"(module (import "env" "secret" (func)) (memory (export "memory") 1) (func (export "_start")))"#,
+    )
+    .unwrap();
+    let (status, error) = refused(&wafer, "odd-module", odd_module, "").await;
+    assert_eq!(status, 400);
+    assert!(error.contains("env") && error.contains("secret"), "{error}");
 
     let empty = wat::parse_str("(component)").unwrap();
     let (status, error) = refused(&wafer, "empty", empty, "").await;

@@ -2,6 +2,7 @@
 
 mod deploy;
 mod errors;
+mod functions;
 mod limits;
 mod queue;
 mod sandbox;

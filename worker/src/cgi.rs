@@ -1,0 +1,396 @@
+//! WASI 0.1 command modules as functions, CGI style, with WAGI's conventions.
+//!
+//! Many toolchains still produce only WASI 0.1 core modules (TinyGo, Go's `GOOS=wasip1`,
+//! AssemblyScript, C with wasi-libc). wafer runs such a module once per request: the request
+//! arrives in the environment (`REQUEST_METHOD`, `PATH_INFO` = the path below the function's
+//! route, `SCRIPT_NAME` = the route, `QUERY_STRING`, `CONTENT_TYPE`, `CONTENT_LENGTH`, one
+//! `HTTP_<NAME>` per header, plus the function's own variables) and its body on stdin; the
+//! module writes headers (`Status: 404 Not Found`, `Content-Type: ...`, `Location: ...`), a
+//! blank line, then the body to stdout. stderr goes to the function's logs.
+//!
+//! The same limits apply as for components (memory, timeout, concurrency), and the same
+//! sandbox (no files, no sockets, only its own environment). A command's `_start` runs to its
+//! end, so every call gets a fresh instance from the pooling allocator; nothing is reused.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use wasmtime::{InstancePre, Store, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+use crate::error::InvokeError;
+use crate::function::Function;
+use crate::limits::Limiter;
+use crate::logs::{GuestOutput, OutputBudget, Stream};
+use crate::{Request, Response, Shared, full_body};
+
+/// The most a module may write to stdout for one response.
+const MAX_OUTPUT: usize = 16 << 20;
+/// The most request body a module gets on stdin (the gateway's own limit usually applies first).
+const MAX_INPUT: usize = 64 << 20;
+
+/// The `T` of a CGI module's store.
+pub(crate) struct CgiHost {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+/// Adds WASI 0.1 to the linker modules are instantiated from.
+pub(crate) fn add_to_linker(linker: &mut wasmtime::Linker<CgiHost>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_async(linker, |host: &mut CgiHost| &mut host.wasi)
+}
+
+/// Checks that a core module is a WASI 0.1 command (so that it can be run per request).
+pub(crate) fn check_command(module: &wasmtime::Module) -> Result<(), String> {
+    match module.get_export("_start") {
+        Some(wasmtime::ExternType::Func(_)) => Ok(()),
+        _ => {
+            let exports: Vec<String> = module
+                .exports()
+                .map(|e| format!("`{}`", e.name()))
+                .collect();
+            Err(format!(
+                "this core module is not a WASI 0.1 command: it has no `_start` export (it exports {}); wafer runs core modules CGI-style, and components that export wasi:http/incoming-handler",
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ))
+        }
+    }
+}
+
+/// Runs one request through the module.
+pub(crate) async fn invoke(
+    function: &Arc<Function>,
+    shared: &Arc<Shared>,
+    pre: &InstancePre<CgiHost>,
+    request: Request,
+) -> Result<Response, InvokeError> {
+    let lease = function.pool.acquire(&function.name).await?;
+    let started = Instant::now();
+    let limits = &function.config.limits;
+    let run = async {
+        let slot = shared.take_slot(&function.name)?;
+        let (parts, body) = request.into_parts();
+        let body = read_body(body).await.map_err(|reason| InvokeError::Guest {
+            function: function.name.to_string(),
+            reason,
+        })?;
+        let stdout = MemoryOutputPipe::new(MAX_OUTPUT);
+        let budget = Arc::new(OutputBudget::default());
+        budget.reset(limits.log_bytes_per_call);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&environment(function, &parts, body.len()))
+            .arg(function.name.as_ref())
+            .stdin(MemoryInputPipe::new(body))
+            .stdout(stdout.clone())
+            .stderr(GuestOutput {
+                sink: function.logs.clone(),
+                stream: Stream::Stderr,
+                budget,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let mut store = Store::new(
+            pre.module().engine(),
+            CgiHost {
+                wasi: wasi.build_p1(),
+                limiter: Limiter::new(limits.memory),
+            },
+        );
+        store.limiter(|host| &mut host.limiter);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.set_epoch_deadline(1);
+        let instantiating = Instant::now();
+        let instance =
+            pre.instantiate_async(&mut store)
+                .await
+                .map_err(|e| InvokeError::Instantiate {
+                    function: function.name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        function.metrics.cold_starts.inc();
+        function
+            .metrics
+            .instantiate
+            .observe(instantiating.elapsed().as_secs_f64());
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|e| InvokeError::Instantiate {
+                function: function.name.to_string(),
+                reason: format!("{e:#}"),
+            })?;
+        let exit = match start.call_async(&mut store, ()).await {
+            Ok(()) => 0,
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(I32Exit(code)) => *code,
+                None if store.data().limiter.hit_memory_limit => {
+                    return Err(InvokeError::MemoryLimit {
+                        function: function.name.to_string(),
+                        limit: limits.memory,
+                    });
+                }
+                None => {
+                    return Err(InvokeError::Trap {
+                        function: function.name.to_string(),
+                        reason: crate::function::trap_reason(&e),
+                    });
+                }
+            },
+        };
+        drop(store);
+        drop(slot);
+        parse_output(&function.name, stdout.contents(), exit)
+    };
+    let result = match tokio::time::timeout(limits.timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(InvokeError::Timeout {
+            function: function.name.to_string(),
+            timeout: limits.timeout,
+        }),
+    };
+    drop(lease);
+    function
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => function.metrics.ok.inc(),
+        Err(error) => {
+            function.metrics.failed(error);
+            function.logs.push(Stream::Wafer, error.to_string());
+        }
+    }
+    result
+}
+
+async fn read_body(mut body: crate::Body) -> Result<Bytes, String> {
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("could not read the request body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_INPUT {
+                return Err(format!("the request body is over {MAX_INPUT} bytes"));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+/// The CGI environment for one request, after the function's own variables.
+fn environment(
+    function: &Function,
+    parts: &http::request::Parts,
+    length: usize,
+) -> Vec<(String, String)> {
+    let route = function.config.route.as_str();
+    let path = parts.uri.path();
+    let below = if route == "/" {
+        path
+    } else {
+        path.strip_prefix(route)
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .unwrap_or(path)
+    };
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let (server_name, server_port) = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, port),
+        _ => (host, "80"),
+    };
+    let mut env = function.config.env.clone();
+    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    set("GATEWAY_INTERFACE", "CGI/1.1".into());
+    set("SERVER_SOFTWARE", "wafer".into());
+    set("SERVER_PROTOCOL", format!("{:?}", parts.version));
+    set("SERVER_NAME", server_name.into());
+    set("SERVER_PORT", server_port.into());
+    set("REQUEST_METHOD", parts.method.to_string());
+    set(
+        "SCRIPT_NAME",
+        if route == "/" {
+            String::new()
+        } else {
+            route.into()
+        },
+    );
+    set("PATH_INFO", below.into());
+    set("PATH_TRANSLATED", below.into());
+    set("QUERY_STRING", parts.uri.query().unwrap_or("").into());
+    set("CONTENT_LENGTH", length.to_string());
+    set(
+        "X_MATCHED_ROUTE",
+        if route == "/" {
+            "/...".into()
+        } else {
+            format!("{route}/...")
+        },
+    );
+    set(
+        "X_FULL_URL",
+        format!(
+            "http://{host}{}",
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+    );
+    if let Some(t) = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        set("CONTENT_TYPE", t.into());
+    }
+    for (name, value) in &parts.headers {
+        // Credentials stay out of the environment, as CGI servers do by default.
+        if name == http::header::AUTHORIZATION
+            || name == http::header::PROXY_AUTHORIZATION
+            || name == http::header::CONTENT_TYPE
+            || name == http::header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            let key = format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            );
+            set(&key, value.into());
+        }
+    }
+    env
+}
+
+/// Turns a module's stdout (CGI headers, a blank line, the body) into a response.
+fn parse_output(function: &str, output: Bytes, exit: i32) -> Result<Response, InvokeError> {
+    let split = find_blank_line(&output);
+    let Some((head_end, body_start)) = split else {
+        if exit != 0 {
+            return Err(InvokeError::Guest {
+                function: function.to_string(),
+                reason: format!("the module exited with code {exit} and wrote no CGI headers"),
+            });
+        }
+        return Err(InvokeError::Guest {
+            function: function.to_string(),
+            reason:
+                "the module's output has no CGI header block (headers, a blank line, then the body)"
+                    .into(),
+        });
+    };
+    let head = std::str::from_utf8(&output[..head_end]).map_err(|_| InvokeError::Guest {
+        function: function.to_string(),
+        reason: "the module's CGI headers are not UTF-8".into(),
+    })?;
+    let mut response = http::Response::new(full_body(output.slice(body_start..)));
+    let mut status = None;
+    let mut location = false;
+    for line in head.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(InvokeError::Guest {
+                function: function.to_string(),
+                reason: format!("malformed CGI header line `{}`", line.escape_debug()),
+            });
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("");
+            status = Some(code.parse::<StatusCode>().map_err(|_| InvokeError::Guest {
+                function: function.to_string(),
+                reason: format!("invalid CGI status `{value}`"),
+            })?);
+            continue;
+        }
+        location |= name.eq_ignore_ascii_case("location");
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .zip(HeaderValue::from_str(value).ok())
+            .ok_or_else(|| InvokeError::Guest {
+                function: function.to_string(),
+                reason: format!("invalid CGI header `{}`", line.escape_debug()),
+            })?;
+        response.headers_mut().append(header.0, header.1);
+    }
+    *response.status_mut() = status.unwrap_or(if location {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    Ok(response)
+}
+
+/// Where the header block ends and the body starts (after `\n\n` or `\r\n\r\n`).
+fn find_blank_line(output: &[u8]) -> Option<(usize, usize)> {
+    let lf = output
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
+    let crlf = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn output_with_status_and_headers() {
+        let out = Bytes::from_static(
+            b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nnope\n",
+        );
+        let response = parse_output("f", out, 0).unwrap();
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        assert_eq!(response.headers()["x-a"], "1");
+        assert_eq!(body_of(response).await, "nope\n");
+    }
+
+    #[tokio::test]
+    async fn defaults_and_redirects() {
+        let response = parse_output(
+            "f",
+            Bytes::from_static(b"Content-Type: text/plain\n\nhi"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(body_of(response).await, "hi");
+        let response =
+            parse_output("f", Bytes::from_static(b"Location: /elsewhere\n\n"), 0).unwrap();
+        assert_eq!(response.status(), 302);
+        assert_eq!(response.headers()["location"], "/elsewhere");
+    }
+
+    #[test]
+    fn bad_output_is_a_named_error() {
+        let e = parse_output("f", Bytes::from_static(b"just text"), 0).unwrap_err();
+        assert!(e.to_string().contains("no CGI header block"), "{e}");
+        let e = parse_output("f", Bytes::new(), 3).unwrap_err();
+        assert!(e.to_string().contains("exited with code 3"), "{e}");
+        let e = parse_output("f", Bytes::from_static(b"Status: banana\n\n"), 0).unwrap_err();
+        assert!(e.to_string().contains("invalid CGI status"), "{e}");
+    }
+}
