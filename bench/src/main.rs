@@ -3,7 +3,9 @@
 //!
 //! - `queue`: messages/s through a trivial function with acks, against a plain lapin consumer
 //!   that acks without waiting on each ack, same queue setup, same prefetch.
+//! - `languages`: per language, build time, component size, deploy time, cold and warm latency.
 
+mod languages;
 mod queue;
 mod wafer;
 
@@ -14,11 +16,14 @@ use clap::Parser;
 enum Bench {
     /// Queue trigger throughput against a plain lapin consumer.
     Queue(queue::Queue),
+    /// Build time, size, deploy time and latency of each language's example.
+    Languages(languages::Languages),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Queue(q) => q.run().await,
+        Bench::Languages(l) => l.run().await,
     }
 }
