@@ -128,7 +128,10 @@ pub struct FunctionInfo {
 
 fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
     let deployed_at = UNIX_EPOCH + Duration::from_millis(record.deployed_at_ms);
-    // Broker passwords stay on the server.
+    // Secret values and broker passwords stay on the server.
+    for value in record.manifest.secrets.values_mut() {
+        *value = "***".to_string();
+    }
     for queue in &mut record.manifest.queue {
         if let Some(url) = &queue.url {
             queue.url = Some(redact_url(url));
@@ -233,10 +236,17 @@ async fn deploy(
 }
 
 fn upload_error(e: MultipartError) -> ApiError {
+    // The underlying cause (a stalled or cut-off body) says more than "failed to read stream".
+    let mut reason = e.body_text();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!("upload is over the size limit: {}", e.body_text()))
+        ApiError::PayloadTooLarge(format!("upload is over the size limit: {reason}"))
     } else {
-        ApiError::BadRequest(format!("malformed upload: {}", e.body_text()))
+        ApiError::BadRequest(format!("malformed upload: {reason}"))
     }
 }
 

@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub max_request_body: u64,
     /// The broker for queue triggers that name none.
     pub default_amqp_url: String,
+    /// What each client may hold open.
+    pub connections: server::ConnectionLimits,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +57,7 @@ impl Default for GatewayConfig {
             max_upload: 128 << 20,
             max_request_body: 64 << 20,
             default_amqp_url: trigger::amqp::DEFAULT_AMQP_URL.to_string(),
+            connections: server::ConnectionLimits::default(),
         }
     }
 }

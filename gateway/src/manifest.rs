@@ -11,6 +11,9 @@
 //! [env]                                  # the guest's whole environment
 //! GREETING = "hello"
 //!
+//! [secrets]                              # more environment, never shown by the API
+//! API_KEY = "s3cr3t"
+//!
 //! [limits]
 //! memory = "128MiB"                      # per instance
 //! timeout = "30s"                        # per call, wall clock
@@ -54,6 +57,9 @@ pub struct Manifest {
     pub allowed_outbound_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Like `env`, but the values are never shown again: the API answers `***` for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
@@ -182,7 +188,18 @@ impl Manifest {
             Some(route) => validate_route(route)?,
             None => format!("/{name}"),
         };
-        validate_env(&self.env)?;
+        validate_env("env", &self.env)?;
+        validate_env("secrets", &self.secrets)?;
+        if let Some(both) = self.env.keys().find(|k| self.secrets.contains_key(*k)) {
+            return err(format!(
+                "secrets.{both}: also set in env; set it in one place"
+            ));
+        }
+        if self.env.len() + self.secrets.len() > MAX_ENV_VARS {
+            return err(format!(
+                "env and secrets: more than the {MAX_ENV_VARS} variables allowed"
+            ));
+        }
         let allowed_outbound_hosts = AllowedHosts::parse(&self.allowed_outbound_hosts)
             .map_err(|e| ManifestError(format!("allowed_outbound_hosts: {e}")))?;
 
@@ -268,6 +285,7 @@ impl Manifest {
                 env: self
                     .env
                     .iter()
+                    .chain(&self.secrets)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 allowed_outbound_hosts,
@@ -380,10 +398,10 @@ pub fn validate_route(route: &str) -> Result<String, ManifestError> {
 const MAX_ENV_VARS: usize = 256;
 const MAX_ENV_BYTES: usize = 64 << 10;
 
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ManifestError> {
+fn validate_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), ManifestError> {
     if env.len() > MAX_ENV_VARS {
         return err(format!(
-            "env: {} variables is more than the {MAX_ENV_VARS} allowed",
+            "{field}: {} variables is more than the {MAX_ENV_VARS} allowed",
             env.len()
         ));
     }
@@ -396,18 +414,18 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), ManifestError> {
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid_key {
             return err(format!(
-                "env: `{}` is not a valid variable name (letters, digits and '_', not starting with a digit)",
+                "{field}: `{}` is not a valid variable name (letters, digits and '_', not starting with a digit)",
                 key.escape_debug()
             ));
         }
         if value.contains('\0') {
-            return err(format!("env.{key}: values may not contain NUL"));
+            return err(format!("{field}.{key}: values may not contain NUL"));
         }
         total += key.len() + value.len();
     }
     if total > MAX_ENV_BYTES {
         return err(format!(
-            "env: {total} bytes in all is more than the {MAX_ENV_BYTES} allowed"
+            "{field}: {total} bytes in all is more than the {MAX_ENV_BYTES} allowed"
         ));
     }
     Ok(())

@@ -1,20 +1,61 @@
-//! The axum app (admin API, health, metrics, function traffic) and serving it until shutdown.
+//! The axum app (admin API, health, metrics, function traffic) and serving it until shutdown,
+//! with the limits that keep one client from hurting the others: a cap on connections, a time
+//! limit for reading request headers, and an idle limit between request body chunks.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
 
 use crate::{Gateway, admin, trigger};
 
+/// The largest request head (request line and headers) read, in bytes.
+const MAX_HEAD: usize = 64 << 10;
+
+/// Limits on what clients may hold open. `Default` states the defaults.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (slow-loris protection).
+    pub header_timeout: Duration,
+    /// Time a request body may go without sending anything before the request fails.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// The whole app: `/_wafer/...` for the platform, everything else routed to functions.
 pub fn app(gateway: Arc<Gateway>) -> Router {
+    let idle = gateway.config.connections.body_idle_timeout;
     admin::routes(gateway.clone())
         .fallback(trigger::http::handle)
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::map_request(
+            move |request: Request| async move {
+                request.map(|body| Body::new(IdleTimeout::new(body, idle)))
+            },
+        ))
         .with_state(gateway)
 }
 
@@ -26,19 +67,8 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let app = app(gateway.clone());
-    let mut http_stop = stopped.clone();
-    // Without TCP_NODELAY a response whose head and body leave in separate writes waits out
-    // Nagle's algorithm against the client's delayed ACK: 40 ms per call.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "failed to set TCP_NODELAY");
-        }
-    });
-    let http = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+    let (stopping, stopped) = watch::channel(false);
+    let http = accept_loop(listener, gateway.clone(), stopped.clone());
     let mut queue_stop = stopped;
     let queues = async {
         let _ = queue_stop.wait_for(|s| *s).await;
@@ -48,7 +78,114 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping.send(true);
     };
-    let (result, (), ()) = tokio::join!(http, queues, signal);
+    let ((), (), ()) = tokio::join!(http, queues, signal);
     gateway.backend().begin_shutdown();
-    result
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = gateway.config.connections.clone();
+    let service = TowerToHyperService::new(app(gateway));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // Request heads (line and headers) beyond 64 KiB are refused.
+        .max_buf_size(MAX_HEAD);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = limits.max_connections, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        // Without TCP_NODELAY a response whose head and body leave in separate writes waits
+        // out Nagle's algorithm against the client's delayed ACK: 40 ms per call.
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A request body that fails when the client sends nothing for `idle`.
+struct IdleTimeout {
+    inner: Body,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: Body, idle: Duration) -> IdleTimeout {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(timer.as_mut().poll(cx));
+                this.timer = None;
+                Poll::Ready(Some(Err(axum::Error::new(format!(
+                    "the request body sent nothing for {idle:?}"
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -92,6 +92,7 @@ impl Function {
                 }
             };
             let (respond, response) = oneshot::channel();
+            let (finished, done) = oneshot::channel();
             let task = tokio::spawn(run(
                 self.clone(),
                 pre.clone(),
@@ -99,11 +100,11 @@ impl Function {
                 lease,
                 request,
                 respond,
+                finished,
             ));
             match response.await {
                 Ok(Ok(response)) => {
-                    return Ok(response
-                        .map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
+                    return Ok(response.map(|body| Completed::new(body, done).boxed_unsync()));
                 }
                 Ok(Err(code)) => {
                     return Err(InvokeError::Guest {
@@ -147,6 +148,7 @@ async fn run(
     mut lease: crate::pool::Lease,
     request: Request,
     respond: oneshot::Sender<crate::instance::GuestResponse>,
+    finished: oneshot::Sender<bool>,
 ) -> Outcome {
     let started = Instant::now();
     let warm = lease.instance.take();
@@ -180,6 +182,7 @@ async fn run(
             instance.idle_since = Instant::now();
             function.pool.release(instance, reused);
             drop(lease);
+            let _ = finished.send(true);
             return Outcome::Ok;
         }
         Ok(Ok((_instance, Ok(())))) => InvokeError::NoResponse {
@@ -212,6 +215,7 @@ async fn run(
         tracing::warn!(function = %function.name, "{note}");
         function.logs.push(Stream::Wafer, note);
     }
+    let _ = finished.send(false);
     Outcome::Failed {
         error,
         replay: replay.filter(|_| switched),
@@ -280,4 +284,66 @@ fn clone_head(request: &Request) -> http::request::Parts {
     parts.version = request.version();
     parts.headers = request.headers().clone();
     parts
+}
+
+/// A response body that ends cleanly only if the call that writes it completed. A guest stopped
+/// mid-body (timeout, trap) drops its store, which ends wasi:http's body stream as if it were
+/// complete; this turns that end into an error, so that the client sees a broken response
+/// instead of a short one.
+struct Completed {
+    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    done: Option<oneshot::Receiver<bool>>,
+}
+
+impl Completed {
+    fn new(
+        inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+        done: oneshot::Receiver<bool>,
+    ) -> Completed {
+        Completed {
+            inner,
+            done: Some(done),
+        }
+    }
+}
+
+impl http_body::Body for Completed {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Pending => return Poll::Pending,
+        }
+        let Some(done) = this.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let completed = match std::pin::Pin::new(done).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result.unwrap_or(false),
+        };
+        this.done = None;
+        if completed {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Err(
+                "the function stopped before finishing its response body".into(),
+            )))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -29,6 +29,9 @@ pub struct Deploy {
     /// Environment variable for the guest (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Secret environment variable: the API never shows its value (repeatable).
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    secrets: Vec<String>,
     /// Memory limit per instance, e.g. 64MiB.
     #[arg(long)]
     memory: Option<String>,
@@ -135,6 +138,12 @@ impl Deploy {
                 bail!("--env expects KEY=VALUE, got `{pair}`");
             };
             manifest.env.insert(key.to_string(), value.to_string());
+        }
+        for pair in &self.secrets {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--secret expects KEY=VALUE, got `{pair}`");
+            };
+            manifest.secrets.insert(key.to_string(), value.to_string());
         }
         if let Some(memory) = &self.memory {
             manifest.limits.memory =

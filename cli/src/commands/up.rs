@@ -1,7 +1,7 @@
 //! `wafer up`: the gateway and a worker in this process, with a local data directory.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +41,15 @@ pub struct Up {
     /// The broker for queue triggers that name none.
     #[arg(long, env = "WAFER_AMQP_URL", default_value = wafer_gateway::trigger::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
     amqp_url: String,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time a client has to send a request's headers.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a request body may stall before the request fails.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -52,6 +61,9 @@ impl Up {
             .map_err(|e| anyhow::anyhow!("--amqp-url: {e}"))?;
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("failed to create data directory {}", self.data.display()))?;
+        // Records hold secrets and the token file lives here: the data is the owner's alone.
+        std::fs::set_permissions(&self.data, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("failed to restrict {}", self.data.display()))?;
         check_writable(&self.data)?;
         let token = match self.token.clone() {
             Some(token) if token.trim().is_empty() => bail!("the admin token must not be empty"),
@@ -81,6 +93,11 @@ impl Up {
                 max_upload: self.max_upload,
                 max_request_body: self.max_body,
                 default_amqp_url: self.amqp_url.clone(),
+                connections: wafer_gateway::server::ConnectionLimits {
+                    max_connections: self.max_connections.max(1),
+                    header_timeout: self.header_timeout,
+                    body_idle_timeout: self.body_timeout,
+                },
             },
             Arc::new(worker),
             registry,

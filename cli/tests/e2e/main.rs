@@ -1,8 +1,11 @@
 //! End-to-end tests: the real `wafer` binary on port 0, real components, real HTTP.
 
+mod clients;
+mod crash;
 mod deploy;
 mod errors;
 mod functions;
+mod hostile;
 mod limits;
 mod queue;
 mod sandbox;
