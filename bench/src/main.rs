@@ -4,9 +4,13 @@
 //! - `queue`: messages/s through a trivial function with acks, against a plain lapin consumer
 //!   that acks without waiting on each ack, same queue setup, same prefetch.
 //! - `languages`: per language, build time, component size, deploy time, cold and warm latency.
+//! - `hostile`: a healthy function's latency alone and while hostile functions are hammered.
+//! - `soak`: minutes of mixed load at 80% of the maximum rate; errors and RSS growth.
 
+mod hostile;
 mod languages;
 mod queue;
+mod soak;
 mod wafer;
 
 use clap::Parser;
@@ -18,6 +22,10 @@ enum Bench {
     Queue(queue::Queue),
     /// Build time, size, deploy time and latency of each language's example.
     Languages(languages::Languages),
+    /// A healthy function's latency alone and next to hostile functions.
+    Hostile(hostile::Hostile),
+    /// Mixed load at 80% of the maximum rate for minutes: errors and RSS growth.
+    Soak(soak::Soak),
 }
 
 #[tokio::main]
@@ -25,5 +33,7 @@ async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Queue(q) => q.run().await,
         Bench::Languages(l) => l.run().await,
+        Bench::Hostile(h) => h.run().await,
+        Bench::Soak(s) => s.run().await,
     }
 }

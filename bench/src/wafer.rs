@@ -74,6 +74,17 @@ impl Wafer {
         Ok(())
     }
 
+    /// Resident memory of the wafer process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// One Prometheus sample's value (0 if absent).
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("{}/_wafer/metrics", self.url))

@@ -18,7 +18,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use wasmtime::{InstancePre, Store, UpdateDeadline};
+use wasmtime::{InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -108,8 +108,7 @@ pub(crate) async fn invoke(
             },
         );
         store.limiter(|host| &mut host.limiter);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        store.set_epoch_deadline(1);
+        shared.lanes.clock().install(&mut store);
         let instantiating = Instant::now();
         let instance =
             pre.instantiate_async(&mut store)

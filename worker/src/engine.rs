@@ -26,7 +26,7 @@ use crate::error::WorkerError;
 
 /// How often the epoch advances. A running guest yields to tokio once per tick, and a timeout
 /// is noticed within a tick.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Worker-wide engine settings.
 #[derive(Clone, Debug)]

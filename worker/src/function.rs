@@ -230,13 +230,12 @@ async fn start_instance(
 ) -> Result<Instance, InvokeError> {
     let slot = shared.take_slot(&function.name)?;
     let started = Instant::now();
-    let instance =
-        Instance::start(function, pre, slot)
-            .await
-            .map_err(|e| InvokeError::Instantiate {
-                function: function.name.to_string(),
-                reason: trap_reason(&e),
-            })?;
+    let instance = Instance::start(function, pre, slot, shared.lanes.clock())
+        .await
+        .map_err(|e| InvokeError::Instantiate {
+            function: function.name.to_string(),
+            reason: trap_reason(&e),
+        })?;
     function.metrics.cold_starts.inc();
     function
         .metrics

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -14,6 +14,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::function::Function;
 use crate::host::Host;
+use crate::limits::CallClock;
 use crate::pool::Slot;
 use crate::{BoxError, Request};
 
@@ -29,6 +30,7 @@ pub(crate) struct Instance {
     pub(crate) idle_since: Instant,
     /// Whether the current call has set its response; shared with the response callback.
     responded: Arc<AtomicBool>,
+    clock: CallClock,
     _slot: Slot,
 }
 
@@ -38,13 +40,13 @@ impl Instance {
         function: &Function,
         pre: &ProxyPre<Host>,
         slot: Slot,
+        clock: CallClock,
     ) -> wasmtime::Result<Instance> {
         let mut store = Store::new(pre.engine(), Host::new(&function.config, &function.logs));
         store.limiter(|host| &mut host.limiter);
         // Yield to tokio on every epoch tick: a guest spinning on the CPU then shares its thread
         // and a wall-clock timeout around the call can stop it.
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        store.set_epoch_deadline(1);
+        clock.install(&mut store);
         let proxy = pre.instantiate_async(&mut store).await?;
         Ok(Instance {
             store,
@@ -52,6 +54,7 @@ impl Instance {
             calls: 0,
             idle_since: Instant::now(),
             responded: Arc::new(AtomicBool::new(false)),
+            clock,
             _slot: slot,
         })
     }
@@ -68,6 +71,7 @@ impl Instance {
         self.responded.store(false, Ordering::Relaxed);
         self.store.data().output_budget.reset(log_budget);
         self.store.set_epoch_deadline(1);
+        self.clock.restart();
         let request = request.map(|body| body.map_err(body_error));
         let mut http = self.store.data_mut().http();
         let request = http.new_incoming_request(Scheme::Http, request)?;
@@ -76,10 +80,14 @@ impl Instance {
             responded.store(true, Ordering::Relaxed);
             let _ = respond.send(response);
         })?;
-        self.proxy
+        let result = self
+            .proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut self.store, request, outparam)
-            .await
+            .await;
+        // A warm instance waiting in the pool must not keep a CPU lane.
+        self.clock.restart();
+        result
     }
 
     /// Whether the last call set a response.

@@ -1,0 +1,337 @@
+//! Soak: minutes of mixed load at about 80% of the measured maximum rate (HTTP functions of
+//! three kinds plus a queue-triggered one), sampling wafer's RSS and the error count every few
+//! seconds. Reports errors (target 0) and RSS growth from the first sample after warm-up to the
+//! last (target < 10%).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use tokio::sync::Semaphore;
+
+use crate::wafer::{Wafer, root};
+
+#[derive(clap::Args)]
+pub struct Soak {
+    /// How long to run at the steady rate.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5)]
+    every: u64,
+    /// The wafer binary.
+    #[arg(long, default_value = "target/release/wafer")]
+    wafer: std::path::PathBuf,
+}
+
+const GUESTS: &str = "target/guests/wasm32-wasip2/release";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Keep-alive connections the HTTP load goes through.
+const CONNECTIONS: usize = 32;
+/// One request in this many is a queue message instead.
+const QUEUE_SHARE: u64 = 10;
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    skipped: AtomicU64,
+    /// Failures by kind (status and `x-wafer-error`, or the client's error).
+    kinds: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    fn failed(&self, kind: String) -> u64 {
+        *self.kinds.lock().unwrap().entry(kind).or_default() += 1;
+        self.errors.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Soak {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let root = root();
+        let wafer = Wafer::start(&root.join(&self.wafer), &[])?;
+        let queue = format!(
+            "soak-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        );
+        wafer
+            .deploy("hello", &root.join(GUESTS).join("hello.wasm"), "")
+            .await?;
+        wafer
+            .deploy("api", &root.join(GUESTS).join("json_api.wasm"), "")
+            .await?;
+        wafer
+            .deploy("calls", &root.join(GUESTS).join("calls.wasm"), "")
+            .await?;
+        wafer
+            .deploy(
+                "orders",
+                &root.join(GUESTS).join("order_processor.wasm"),
+                &format!("[[queue]]\nqueue = \"{queue}\""),
+            )
+            .await?;
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .context("RabbitMQ on 127.0.0.1:5672")?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let urls = Arc::new(vec![
+            format!("{}/hello", wafer.url),
+            format!("{}/api/items/2", wafer.url),
+            format!("{}/calls", wafer.url),
+        ]);
+
+        // The maximum: the same connections in a closed loop for 10 s, with the same mix.
+        let max_rate = closed_loop(
+            &urls,
+            &channel,
+            &queue,
+            CONNECTIONS,
+            Duration::from_secs(10),
+        )
+        .await;
+        let rate = (max_rate * 0.8).max(10.0);
+        println!(
+            "max rate {max_rate:.0} req/s; soaking at {rate:.0} req/s for {:?}",
+            self.duration
+        );
+        println!("| t (s) | rss (MiB) | requests | errors | skipped | queue acked |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+
+        let counters = Arc::new(Counters::default());
+        // Paced arrivals served by a fixed set of keep-alive connections (as wrk2 does): the
+        // load generator's own cost stays flat, and a server falling behind shows as a backlog
+        // (requests skipped) rather than as a pile of new connections.
+        let (tickets, queue_of_tickets) = async_channel::bounded::<u64>(4096);
+        let mut senders = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let (tickets, urls, counters) =
+                (queue_of_tickets.clone(), urls.clone(), counters.clone());
+            senders.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                while let Ok(n) = tickets.recv().await {
+                    let url = &urls[(n % urls.len() as u64) as usize];
+                    let failure = match client.get(url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.err().map(|e| format!("body: {e}"))
+                        }
+                        Ok(r) => Some(format!(
+                            "{} {}",
+                            r.status(),
+                            r.headers()
+                                .get("x-wafer-error")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                        )),
+                        Err(e) => Some(format!("{e:#}")),
+                    };
+                    match failure {
+                        None => counters.ok.fetch_add(1, Ordering::Relaxed),
+                        Some(kind) => counters.failed(kind),
+                    };
+                }
+            }));
+        }
+        let publishing = Arc::new(Semaphore::new(512));
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sample = started + Duration::from_secs(self.every);
+        let mut carry = 0.0;
+        let mut n: u64 = 0;
+        let mut samples = Vec::new();
+        let published = Arc::new(AtomicU64::new(0));
+        while started.elapsed() < self.duration {
+            tick.tick().await;
+            carry += rate / 1000.0;
+            while carry >= 1.0 {
+                carry -= 1.0;
+                n += 1;
+                if n % QUEUE_SHARE != 0 {
+                    if tickets.try_send(n).is_ok() {
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                let Ok(permit) = publishing.clone().try_acquire_owned() else {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                let (channel, counters, published) =
+                    (channel.clone(), counters.clone(), published.clone());
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let body = format!(r#"{{"id":"s-{n}","item":"tea","quantity":1}}"#);
+                    let sent = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            BasicProperties::default().with_content_type("application/json".into()),
+                        )
+                        .await;
+                    let ok = match sent {
+                        Ok(confirm) => confirm.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        published.fetch_add(1, Ordering::Relaxed);
+                        counters.ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.failed("publish not confirmed".into());
+                    }
+                    drop(permit);
+                });
+            }
+            if Instant::now() >= next_sample {
+                next_sample += Duration::from_secs(self.every);
+                let rss = wafer.rss();
+                let acked = wafer
+                    .metric(&format!("wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"))
+                    .await
+                    .unwrap_or(0.0);
+                let row = (
+                    started.elapsed().as_secs(),
+                    rss,
+                    counters.sent.load(Ordering::Relaxed),
+                    counters.errors.load(Ordering::Relaxed),
+                    counters.skipped.load(Ordering::Relaxed),
+                    acked as u64,
+                );
+                println!(
+                    "| {} | {:.1} | {} | {} | {} | {} |",
+                    row.0,
+                    row.1 as f64 / (1 << 20) as f64,
+                    row.2,
+                    row.3,
+                    row.4,
+                    row.5
+                );
+                samples.push(row);
+            }
+        }
+        // Let what is in flight land.
+        tickets.close();
+        for sender in senders {
+            let _ = sender.await;
+        }
+        let _ = publishing.acquire_many(512).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let warm = samples
+            .iter()
+            .find(|s| s.0 >= 30)
+            .or(samples.first())
+            .map_or(0, |s| s.1);
+        let last = wafer.rss();
+        let acked = wafer
+            .metric(&format!(
+                "wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0);
+        println!(
+            "\n{} requests ({} queue messages, {} acked), {} errors, {} skipped by the load generator; RSS {:.1} MiB after warm-up, {:.1} MiB at the end: {:+.1}%",
+            counters.sent.load(Ordering::Relaxed),
+            published.load(Ordering::Relaxed),
+            acked,
+            counters.errors.load(Ordering::Relaxed),
+            counters.skipped.load(Ordering::Relaxed),
+            warm as f64 / (1 << 20) as f64,
+            last as f64 / (1 << 20) as f64,
+            (last as f64 / warm.max(1) as f64 - 1.0) * 100.0
+        );
+        for (kind, n) in counters.kinds.lock().unwrap().iter() {
+            println!("  {n} x {kind}");
+        }
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        Ok(())
+    }
+}
+
+/// Events per second `clients` sequential clients achieve with the soak's mix: the URLs in turn,
+/// and one event in [`QUEUE_SHARE`] a confirmed publish to `queue` instead.
+async fn closed_loop(
+    urls: &Arc<Vec<String>>,
+    channel: &lapin::Channel,
+    queue: &str,
+    clients: usize,
+    time: Duration,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (urls, done, channel, queue) = (
+                urls.clone(),
+                done.clone(),
+                channel.clone(),
+                queue.to_string(),
+            );
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut n = i as u64;
+                while started.elapsed() < time {
+                    n += clients as u64;
+                    let ok = if n % QUEUE_SHARE == 0 {
+                        let body = format!(r#"{{"id":"m-{n}","item":"tea","quantity":1}}"#);
+                        match channel
+                            .basic_publish(
+                                "".into(),
+                                queue.as_str().into(),
+                                BasicPublishOptions::default(),
+                                body.as_bytes(),
+                                BasicProperties::default()
+                                    .with_content_type("application/json".into()),
+                            )
+                            .await
+                        {
+                            Ok(confirm) => confirm.await.is_ok(),
+                            Err(_) => false,
+                        }
+                    } else {
+                        let url = &urls[(n % urls.len() as u64) as usize];
+                        match client.get(url).send().await {
+                            Ok(r) => r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        }
+                    };
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
