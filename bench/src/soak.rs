@@ -43,6 +43,8 @@ struct Counters {
     ok: AtomicU64,
     errors: AtomicU64,
     skipped: AtomicU64,
+    /// Of `skipped`, queue messages (too many publishes awaiting their confirms).
+    skipped_publishes: AtomicU64,
     /// Failures by kind (status and `x-wafer-error`, or the client's error).
     kinds: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -179,6 +181,7 @@ impl Soak {
                 }
                 let Ok(permit) = publishing.clone().try_acquire_owned() else {
                     counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    counters.skipped_publishes.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -265,6 +268,10 @@ impl Soak {
             warm as f64 / (1 << 20) as f64,
             last as f64 / (1 << 20) as f64,
             (last as f64 / warm.max(1) as f64 - 1.0) * 100.0
+        );
+        println!(
+            "skipped queue messages: {}",
+            counters.skipped_publishes.load(Ordering::Relaxed)
         );
         for (kind, n) in counters.kinds.lock().unwrap().iter() {
             println!("  {n} x {kind}");

@@ -24,6 +24,7 @@
 //! [scaling]
 //! reuse = 1000                           # calls per instance; 1 = a fresh instance per call
 //! idle_timeout = "60s"                   # warm instances idle longer are dropped
+//! min_instances = 0                      # kept live and ready even when idle (pre-warmed)
 //! ```
 //!
 //! Unknown keys are errors that name the key; sizes take `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`
@@ -91,6 +92,8 @@ pub struct ScalingSection {
     pub reuse: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
 }
 
 /// One `[[queue]]` trigger as written. See [`crate::trigger::amqp`] for what each field does.
@@ -261,7 +264,21 @@ impl Manifest {
                 Duration::from_secs(24 * 3600),
                 |t| humantime::format_duration(t).to_string(),
             )?,
+            min_instances: in_range(
+                "scaling.min_instances",
+                self.scaling.min_instances,
+                d.min_instances,
+                0,
+                1000,
+                |n| n.to_string(),
+            )?,
         };
+        if limits.min_instances > limits.concurrency {
+            return err(format!(
+                "scaling.min_instances: {} is above limits.concurrency ({}), the most instances the function may have",
+                limits.min_instances, limits.concurrency
+            ));
+        }
         let mut queues = Vec::with_capacity(self.queue.len());
         for (i, section) in self.queue.iter().enumerate() {
             let trigger = QueueTrigger::validate(section, &limits)

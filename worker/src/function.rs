@@ -152,7 +152,8 @@ async fn run(
 ) -> Outcome {
     let started = Instant::now();
     let warm = lease.instance.take();
-    let reused = warm.is_some();
+    // A pre-warmed instance is warm but has not served a call yet.
+    let reused = warm.as_ref().is_some_and(|i| i.calls > 0);
     // A request that failed on a reused instance may be replayed on a fresh one, but only while
     // reuse is unproven and only if the guest cannot have consumed a body.
     let replay = (reused
@@ -182,6 +183,7 @@ async fn run(
             instance.idle_since = Instant::now();
             function.pool.release(instance, reused);
             drop(lease);
+            function.top_up(&shared);
             let _ = finished.send(true);
             return Outcome::Ok;
         }
@@ -215,10 +217,54 @@ async fn run(
         tracing::warn!(function = %function.name, "{note}");
         function.logs.push(Stream::Wafer, note);
     }
+    drop(lease);
+    function.top_up(&shared);
     let _ = finished.send(false);
     Outcome::Failed {
         error,
         replay: replay.filter(|_| switched),
+    }
+}
+
+impl Function {
+    /// Tops the pool up to `min_instances` in the background, if it is short and no top-up is
+    /// running. Pre-warming takes only free slots of the worker's budget: it never evicts.
+    pub(crate) fn top_up(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let Code::Http(pre) = &self.code else {
+            return;
+        };
+        let short = self.pool.start_top_up();
+        if short == 0 {
+            return;
+        }
+        let (function, shared, pre) = (self.clone(), Arc::downgrade(shared), pre.clone());
+        tokio::spawn(async move {
+            for _ in 0..short {
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                let Some(slot) = shared.slots.try_take() else {
+                    tracing::debug!(function = %function.name, "instance budget full; min_instances not reached");
+                    break;
+                };
+                let started = Instant::now();
+                match Instance::start(&function, &pre, slot, shared.lanes.clock()).await {
+                    Ok(instance) => {
+                        function
+                            .metrics
+                            .instantiate
+                            .observe(started.elapsed().as_secs_f64());
+                        function.pool.add_prewarmed(instance);
+                    }
+                    Err(e) => {
+                        let note = format!("pre-warming an instance failed: {}", trap_reason(&e));
+                        function.logs.push(Stream::Wafer, note);
+                        break;
+                    }
+                }
+            }
+            function.pool.topped_up();
+        });
     }
 }
 

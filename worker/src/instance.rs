@@ -31,7 +31,15 @@ pub(crate) struct Instance {
     /// Whether the current call has set its response; shared with the response callback.
     responded: Arc<AtomicBool>,
     clock: CallClock,
+    /// Where the instance reports how many calls it served when it is dropped.
+    calls_served: prometheus::Histogram,
     _slot: Slot,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.calls_served.observe(f64::from(self.calls));
+    }
 }
 
 impl Instance {
@@ -55,6 +63,7 @@ impl Instance {
             idle_since: Instant::now(),
             responded: Arc::new(AtomicBool::new(false)),
             clock,
+            calls_served: function.metrics.instance_calls.clone(),
             _slot: slot,
         })
     }

@@ -95,7 +95,10 @@ pub struct FunctionStatus {
     pub instances_busy: usize,
     /// Whether the function was switched to a fresh instance per call (reuse off or seen broken).
     pub fresh_instance_per_call: bool,
+    /// Calls that had to instantiate (pre-warming for `min_instances` is not counted).
     pub cold_starts: u64,
+    /// Calls served by an instance that was already live.
+    pub warm_starts: u64,
     pub invocations_ok: u64,
     /// Milliseconds since the Unix epoch; absent if never called.
     pub last_call_ms: Option<u64>,
@@ -229,7 +232,7 @@ impl Shared {
         let oldest = self
             .functions
             .iter()
-            .filter_map(|f| f.pool.oldest_idle().map(|t| (t, f.clone())))
+            .filter_map(|f| f.pool.oldest_evictable().map(|t| (t, f.clone())))
             .min_by_key(|(t, _)| *t);
         oldest.is_some_and(|(_, f)| f.pool.evict_oldest())
     }
@@ -286,7 +289,7 @@ impl Shared {
         })
     }
 
-    fn install(&self, deployment: Deployment) -> Result<(), DeployError> {
+    fn install(self: &Arc<Self>, deployment: Deployment) -> Result<(), DeployError> {
         let limits = &deployment.config.limits;
         if limits.memory > self.engine_config.max_memory {
             return Err(DeployError::Limits(format!(
@@ -331,9 +334,10 @@ impl Shared {
             metrics,
             last_call_ms: AtomicU64::new(0),
         });
-        if let Some(old) = self.functions.insert(name, function) {
+        if let Some(old) = self.functions.insert(name, function.clone()) {
             old.pool.drain();
         }
+        function.top_up(self);
         Ok(())
     }
 }
@@ -408,6 +412,7 @@ impl Backend for Worker {
             instances_busy: busy,
             fresh_instance_per_call: f.pool.fresh_only(),
             cold_starts: f.metrics.cold_starts.get(),
+            warm_starts: f.metrics.warm_starts.get(),
             invocations_ok: f.metrics.ok.get(),
             last_call_ms: (last > 0).then_some(last),
         })
@@ -470,6 +475,8 @@ async fn reap(shared: Weak<Shared>) {
             if reaped > 0 {
                 tracing::debug!(function = %function.name, reaped, "dropped idle instances");
             }
+            // Also retries a minimum that could not be reached (instance budget full).
+            function.top_up(&shared);
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Limits {
     pub reuse: u32,
     /// How long an unused warm instance is kept before it is dropped (scale to zero).
     pub idle_timeout: Duration,
+    /// Instances kept live even when idle, pre-warmed at deploy and after a restart (Lambda's
+    /// provisioned concurrency); at most `concurrency`.
+    pub min_instances: u32,
     /// Bytes of stdout plus stderr kept from one call; the rest is dropped with a marker line.
     pub log_bytes_per_call: u64,
 }
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_queued: 64,
             reuse: 1000,
             idle_timeout: Duration::from_secs(60),
+            min_instances: 0,
             log_bytes_per_call: 1 << 20,
         }
     }

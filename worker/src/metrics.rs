@@ -13,11 +13,20 @@ pub(crate) struct Metrics {
     invocations: IntCounterVec,
     duration: HistogramVec,
     cold_starts: IntCounterVec,
+    warm_starts: IntCounterVec,
     instantiate: HistogramVec,
+    queue_wait: HistogramVec,
+    instance_calls: HistogramVec,
     instances: IntGaugeVec,
     throttled: IntCounterVec,
     evictions: IntCounterVec,
 }
+
+/// Calls one instance served before it was dropped: 1 is a fresh instance per call, the top
+/// bucket is the default reuse limit.
+const CALL_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 10_000.0,
+];
 
 /// Buckets from 50 µs to 30 s: warm calls are microseconds, timeouts are seconds.
 const BUCKETS: &[f64] = &[
@@ -50,12 +59,35 @@ impl Metrics {
                 ),
                 &["function"],
             )?,
+            warm_starts: IntCounterVec::new(
+                Opts::new(
+                    "wafer_warm_starts_total",
+                    "Calls served by an instance that was already live (warm or pre-warmed)",
+                ),
+                &["function"],
+            )?,
             instantiate: HistogramVec::new(
                 HistogramOpts::new(
                     "wafer_instantiate_seconds",
                     "Time to instantiate a fresh instance",
                 )
                 .buckets(BUCKETS.to_vec()),
+                &["function"],
+            )?,
+            queue_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "wafer_queue_wait_seconds",
+                    "Time a call waited for one of its function's concurrency permits",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["function"],
+            )?,
+            instance_calls: HistogramVec::new(
+                HistogramOpts::new(
+                    "wafer_instance_calls",
+                    "Calls an instance served before it was dropped (reuse distribution)",
+                )
+                .buckets(CALL_BUCKETS.to_vec()),
                 &["function"],
             )?,
             instances: IntGaugeVec::new(
@@ -80,7 +112,10 @@ impl Metrics {
         registry.register(Box::new(metrics.invocations.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.cold_starts.clone()))?;
+        registry.register(Box::new(metrics.warm_starts.clone()))?;
         registry.register(Box::new(metrics.instantiate.clone()))?;
+        registry.register(Box::new(metrics.queue_wait.clone()))?;
+        registry.register(Box::new(metrics.instance_calls.clone()))?;
         registry.register(Box::new(metrics.instances.clone()))?;
         registry.register(Box::new(metrics.throttled.clone()))?;
         registry.register(Box::new(metrics.evictions.clone()))?;
@@ -94,7 +129,10 @@ impl Metrics {
             ok: self.invocations.with_label_values(&[name, "ok"]),
             duration: self.duration.with_label_values(&[name]),
             cold_starts: self.cold_starts.with_label_values(&[name]),
+            warm_starts: self.warm_starts.with_label_values(&[name]),
             instantiate: self.instantiate.with_label_values(&[name]),
+            queue_wait: self.queue_wait.with_label_values(&[name]),
+            instance_calls: self.instance_calls.with_label_values(&[name]),
             idle: self.instances.with_label_values(&[name, "idle"]),
             busy: self.instances.with_label_values(&[name, "busy"]),
             throttled: self.throttled.with_label_values(&[name]),
@@ -121,7 +159,10 @@ impl Metrics {
         }
         let _ = self.duration.remove_label_values(&[name]);
         let _ = self.cold_starts.remove_label_values(&[name]);
+        let _ = self.warm_starts.remove_label_values(&[name]);
         let _ = self.instantiate.remove_label_values(&[name]);
+        let _ = self.queue_wait.remove_label_values(&[name]);
+        let _ = self.instance_calls.remove_label_values(&[name]);
         let _ = self.instances.remove_label_values(&[name, "idle"]);
         let _ = self.instances.remove_label_values(&[name, "busy"]);
         let _ = self.throttled.remove_label_values(&[name]);
@@ -137,7 +178,10 @@ pub(crate) struct FunctionMetrics {
     pub(crate) ok: IntCounter,
     pub(crate) duration: Histogram,
     pub(crate) cold_starts: IntCounter,
+    pub(crate) warm_starts: IntCounter,
     pub(crate) instantiate: Histogram,
+    pub(crate) queue_wait: Histogram,
+    pub(crate) instance_calls: Histogram,
     pub(crate) idle: IntGauge,
     pub(crate) busy: IntGauge,
     pub(crate) throttled: IntCounter,

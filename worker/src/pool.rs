@@ -23,6 +23,11 @@
 //!   opts out of reuse up front.
 //! - **Expiry.** Warm instances idle for longer than `idle_timeout` are dropped by the reaper; with
 //!   none left the function has scaled to zero and its memory is back with the OS.
+//! - **Minimum.** A function with `min_instances` (Lambda's provisioned concurrency) is topped up
+//!   to that many live instances in the background: at deploy, after a restart, and whenever a
+//!   call used one up (reuse limit, failure, fresh-instance mode, where pre-warmed instances serve
+//!   one call each). Expiry and eviction stop at the minimum; pre-warming never evicts another
+//!   function's instances, so under a full instance budget the minimum is best effort.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -102,6 +107,10 @@ pub(crate) struct Pool {
     reuse_proven: AtomicBool,
     /// Set when reuse was seen to break: every call gets a fresh instance from then on.
     fresh_only: AtomicBool,
+    /// Set when the pool was drained (its function deleted or replaced): no more pre-warming.
+    fresh_only_by_drain: AtomicBool,
+    /// Whether a task is instantiating instances up to `min_instances`.
+    topping_up: AtomicBool,
     metrics: FunctionMetrics,
 }
 
@@ -112,6 +121,8 @@ impl Pool {
             queued: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
             fresh_only: AtomicBool::new(limits.reuse <= 1),
+            fresh_only_by_drain: AtomicBool::new(false),
+            topping_up: AtomicBool::new(false),
             reuse_proven: AtomicBool::new(false),
             limits,
             metrics,
@@ -122,16 +133,31 @@ impl Pool {
     /// there is one.
     pub(crate) async fn acquire(&self, function: &str) -> Result<Lease, InvokeError> {
         let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => self.wait_for_permit(function).await?,
+            Ok(permit) => {
+                self.metrics.queue_wait.observe(0.0);
+                permit
+            }
+            Err(_) => {
+                let waiting = Instant::now();
+                let permit = self.wait_for_permit(function).await?;
+                self.metrics
+                    .queue_wait
+                    .observe(waiting.elapsed().as_secs_f64());
+                permit
+            }
         };
-        let instance = if self.fresh_only.load(Ordering::Relaxed) {
-            None
-        } else {
-            self.idle.lock().unwrap().pop()
+        let instance = {
+            let mut idle = self.idle.lock().unwrap();
+            // In fresh-instance mode only pre-warmed instances (never called) are in the pool.
+            if self.fresh_only.load(Ordering::Relaxed) && idle.last().is_some_and(|i| i.calls > 0) {
+                None
+            } else {
+                idle.pop()
+            }
         };
         if instance.is_some() {
             self.metrics.idle.dec();
+            self.metrics.warm_starts.inc();
         }
         self.metrics.busy.inc();
         Ok(Lease {
@@ -204,24 +230,32 @@ impl Pool {
         !self.reuse_proven.load(Ordering::Relaxed) && !self.fresh_only()
     }
 
-    /// Drops warm instances idle for longer than the function's `idle_timeout`.
+    /// Drops warm instances idle for longer than the function's `idle_timeout`, down to its
+    /// `min_instances`.
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let expired: Vec<Instance> = {
             let mut idle = self.idle.lock().unwrap();
+            let (_, busy) = self.counts_locked(&idle);
+            let keep = (self.limits.min_instances as usize).saturating_sub(busy);
             // LIFO: the oldest are at the front.
             let n = idle
                 .iter()
                 .take_while(|i| now.duration_since(i.idle_since) >= self.limits.idle_timeout)
-                .count();
+                .count()
+                .min(idle.len().saturating_sub(keep));
             idle.drain(..n).collect()
         };
         self.metrics.idle.sub(expired.len() as i64);
         expired.len()
     }
 
-    /// When the longest-idle warm instance went idle, if any.
-    pub(crate) fn oldest_idle(&self) -> Option<Instant> {
-        self.idle.lock().unwrap().first().map(|i| i.idle_since)
+    /// When the longest-idle warm instance above the function's `min_instances` went idle.
+    pub(crate) fn oldest_evictable(&self) -> Option<Instant> {
+        let idle = self.idle.lock().unwrap();
+        let (live, _) = self.counts_locked(&idle);
+        (live > self.limits.min_instances as usize)
+            .then(|| idle.first().map(|i| i.idle_since))
+            .flatten()
     }
 
     /// Drops the longest-idle warm instance to free its slot for another function.
@@ -240,6 +274,7 @@ impl Pool {
     /// Drops every warm instance (on delete or redeploy); busy ones finish and are dropped after.
     pub(crate) fn drain(&self) {
         self.fresh_only.store(true, Ordering::Relaxed);
+        self.fresh_only_by_drain.store(true, Ordering::Relaxed);
         let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
         self.metrics.idle.sub(dropped.len() as i64);
     }
@@ -248,6 +283,40 @@ impl Pool {
         let idle = self.idle.lock().unwrap().len();
         let busy = self.limits.concurrency as usize - self.permits.available_permits();
         (idle, busy)
+    }
+
+    /// Live instances (idle plus busy, counting a call in progress as one) and busy ones.
+    fn counts_locked(&self, idle: &[Instance]) -> (usize, usize) {
+        let busy = self.limits.concurrency as usize - self.permits.available_permits();
+        (idle.len() + busy, busy)
+    }
+
+    /// How many instances short of `min_instances` the function is, if a top-up is not already
+    /// running; the caller that gets a non-zero answer must call [`Pool::topped_up`] when done.
+    pub(crate) fn start_top_up(&self) -> usize {
+        let min = self.limits.min_instances as usize;
+        if min == 0 || self.fresh_only_by_drain.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let short = {
+            let idle = self.idle.lock().unwrap();
+            min.saturating_sub(self.counts_locked(&idle).0)
+        };
+        if short == 0 || self.topping_up.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        short
+    }
+
+    /// Adds a pre-warmed instance.
+    pub(crate) fn add_prewarmed(&self, instance: Instance) {
+        self.idle.lock().unwrap().push(instance);
+        self.metrics.idle.inc();
+    }
+
+    /// Ends a top-up started by [`Pool::start_top_up`].
+    pub(crate) fn topped_up(&self) {
+        self.topping_up.store(false, Ordering::Release);
     }
 }
 

@@ -41,6 +41,15 @@ pub struct Deploy {
     /// Calls that may run at once.
     #[arg(long)]
     concurrency: Option<u32>,
+    /// Instances kept live and ready even when idle (pre-warmed).
+    #[arg(long)]
+    min_instances: Option<u32>,
+    /// Calls per instance; 1 = a fresh instance per call.
+    #[arg(long)]
+    reuse: Option<u32>,
+    /// Idle time after which warm instances above the minimum are dropped, e.g. 60s.
+    #[arg(long)]
+    idle_timeout: Option<String>,
     /// Also trigger the function from this RabbitMQ queue.
     #[arg(long, value_name = "QUEUE")]
     queue: Option<String>,
@@ -155,6 +164,17 @@ impl Deploy {
         }
         if let Some(concurrency) = self.concurrency {
             manifest.limits.concurrency = Some(concurrency);
+        }
+        if let Some(min) = self.min_instances {
+            manifest.scaling.min_instances = Some(min);
+        }
+        if let Some(reuse) = self.reuse {
+            manifest.scaling.reuse = Some(reuse);
+        }
+        if let Some(idle) = &self.idle_timeout {
+            manifest.scaling.idle_timeout = Some(
+                HumanDuration::parse(idle).map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))?,
+            );
         }
         if let Some(queue) = &self.queue {
             manifest.queue.retain(|q| &q.queue != queue);

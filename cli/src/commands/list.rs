@@ -30,6 +30,8 @@ struct Status {
     instances_idle: usize,
     instances_busy: usize,
     cold_starts: u64,
+    #[serde(default)]
+    warm_starts: u64,
     invocations_ok: u64,
     last_call_ms: Option<u64>,
 }
@@ -46,19 +48,20 @@ impl List {
         }
         let functions: Vec<Function> = response.json().await?;
         println!(
-            "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8}  LAST CALL",
-            "NAME", "VER", "ROUTE", "IDLE", "BUSY", "COLD", "CALLS"
+            "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8} {:>8}  LAST CALL",
+            "NAME", "VER", "ROUTE", "IDLE", "BUSY", "COLD", "WARM", "CALLS OK"
         );
         for f in functions {
             match f.status {
                 Some(s) => println!(
-                    "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8}  {}",
+                    "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8} {:>8}  {}",
                     f.name,
                     f.version,
                     f.route,
                     s.instances_idle,
                     s.instances_busy,
                     s.cold_starts,
+                    s.warm_starts,
                     s.invocations_ok,
                     s.last_call_ms
                         .map(|ms| humantime::format_rfc3339_seconds(

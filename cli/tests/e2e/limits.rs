@@ -256,3 +256,122 @@ async fn idle_instances_are_dropped_after_the_idle_timeout() {
     // Scaled to zero: the next call is a cold start on a fresh instance.
     assert_eq!(get(&wafer.url("/counter")).await.1, "1");
 }
+
+/// The function's `status` from the admin API.
+async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
+    let info: serde_json::Value = wafer
+        .admin(Method::GET, &format!("/_wafer/v1/functions/{function}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    info["status"].clone()
+}
+
+/// Waits until the function has `n` idle instances.
+async fn wait_for_idle(wafer: &Wafer, function: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(wafer, function).await;
+        if status["instances_idle"] == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{function}` never had {n} idle instances: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn min_instances_are_pre_warmed_kept_when_idle_and_back_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut wafer = Wafer::start_in(&data, &[]);
+    wafer
+        .deploy_ok(
+            "kept",
+            &guest("calls"),
+            "[scaling]\nmin_instances = 2\nidle_timeout = \"1s\"",
+        )
+        .await;
+    // Pre-warmed at deploy, before any call.
+    wait_for_idle(&wafer, "kept", 2).await;
+    assert_eq!(status_of(&wafer, "kept").await["cold_starts"], 0);
+    // The first call is served warm: by an instance that has not served anyone yet.
+    assert_eq!(get(&wafer.url("/kept")).await.1, "1");
+    let status = status_of(&wafer, "kept").await;
+    assert_eq!(
+        (
+            status["cold_starts"].as_u64(),
+            status["warm_starts"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    // Idle well past the idle timeout: the reaper stops at the minimum.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status_of(&wafer, "kept").await["instances_idle"], 2);
+
+    // With a fresh instance per call, each call uses a pre-warmed instance up, and the pool is
+    // topped up again behind it.
+    let wasm = guest("calls");
+    let out = wafer.cli(&[
+        "deploy",
+        "--name",
+        "fresh",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--min-instances",
+        "1",
+        "--reuse",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..3 {
+        wait_for_idle(&wafer, "fresh", 1).await;
+        assert_eq!(get(&wafer.url("/fresh")).await.1, "1");
+    }
+    assert_eq!(status_of(&wafer, "fresh").await["cold_starts"], 0);
+    let metrics = http()
+        .get(wafer.url("/_wafer/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wafer_warm_starts_total{function=\"fresh\"} 3"),
+        "{metrics}"
+    );
+    // Each retired instance served exactly one call.
+    assert!(
+        metrics.contains("wafer_instance_calls_bucket{function=\"fresh\",le=\"1\"} 3"),
+        "{metrics}"
+    );
+
+    // After a restart the minimum is back without a call.
+    wafer.terminate();
+    let wafer = Wafer::start_in(&data, &[]);
+    wait_for_idle(&wafer, "kept", 2).await;
+    assert_eq!(status_of(&wafer, "kept").await["cold_starts"], 0);
+
+    // More than the function may ever have is a manifest error.
+    let response = wafer
+        .deploy(
+            "toomany",
+            &guest("calls"),
+            "[limits]\nconcurrency = 4\n[scaling]\nmin_instances = 5",
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(error_of(&body).contains("scaling.min_instances"), "{body}");
+}
