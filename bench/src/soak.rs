@@ -171,7 +171,7 @@ impl Soak {
             while carry >= 1.0 {
                 carry -= 1.0;
                 n += 1;
-                if n % QUEUE_SHARE != 0 {
+                if !n.is_multiple_of(QUEUE_SHARE) {
                     if tickets.try_send(n).is_ok() {
                         counters.sent.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -307,7 +307,7 @@ async fn closed_loop(
                 let mut n = i as u64;
                 while started.elapsed() < time {
                     n += clients as u64;
-                    let ok = if n % QUEUE_SHARE == 0 {
+                    let ok = if n.is_multiple_of(QUEUE_SHARE) {
                         let body = format!(r#"{{"id":"m-{n}","item":"tea","quantity":1}}"#);
                         match channel
                             .basic_publish(
