@@ -6,10 +6,13 @@
 //! - `languages`: per language, build time, component size, deploy time, cold and warm latency.
 //! - `hostile`: a healthy function's latency alone and while hostile functions are hammered.
 //! - `soak`: minutes of mixed load at 80% of the maximum rate; errors and RSS growth.
+//! - `serve`: hello against `wasmtime serve` and a plain axum server (req/s, latency, CPU per
+//!   request), cold starts, deploy and restart times, RSS with many functions.
 
 mod hostile;
 mod languages;
 mod queue;
+mod serve;
 mod soak;
 mod wafer;
 
@@ -26,6 +29,11 @@ enum Bench {
     Hostile(hostile::Hostile),
     /// Mixed load at 80% of the maximum rate for minutes: errors and RSS growth.
     Soak(soak::Soak),
+    /// wafer against `wasmtime serve` and a plain axum server on the same hello component.
+    Serve(serve::Serve),
+    /// A plain axum hello server (the ceiling `serve` compares against).
+    #[command(hide = true)]
+    AxumHello(serve::AxumHello),
 }
 
 #[tokio::main]
@@ -35,5 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Languages(l) => l.run().await,
         Bench::Hostile(h) => h.run().await,
         Bench::Soak(s) => s.run().await,
+        Bench::Serve(s) => s.run().await,
+        Bench::AxumHello(a) => a.run().await,
     }
 }

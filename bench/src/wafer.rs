@@ -12,16 +12,37 @@ pub const TOKEN: &str = "bench-token";
 pub struct Wafer {
     child: Child,
     pub url: String,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Wafer {
     /// Starts `binary up` on 127.0.0.1:0 with a fresh data directory.
     pub fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Wafer> {
         let data = tempfile::tempdir()?;
-        let mut child = Command::new(binary)
+        let mut wafer = Wafer::start_in(binary, data.path(), extra, None)?;
+        wafer._data = Some(data);
+        Ok(wafer)
+    }
+
+    /// Starts `binary up` with `data` as its data directory, on the CPUs `cpus` (a `taskset -c`
+    /// list) if given.
+    pub fn start_in(
+        binary: &Path,
+        data: &Path,
+        extra: &[&str],
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Wafer> {
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["up", "--listen", "127.0.0.1:0", "--token", TOKEN, "--data"])
-            .arg(data.path())
+            .arg(data)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -45,7 +66,7 @@ impl Wafer {
         Ok(Wafer {
             child,
             url,
-            _data: data,
+            _data: None,
         })
     }
 
@@ -76,13 +97,11 @@ impl Wafer {
 
     /// Resident memory of the wafer process, in bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        rss_of(self.child.id())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// One Prometheus sample's value (0 if absent).
@@ -103,6 +122,35 @@ impl Drop for Wafer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory of a process, in bytes (0 if it is gone).
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time a process has used so far (user plus system).
+pub fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
+    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0)
 }
 
 /// The repository root (this crate lives in `bench/`).
