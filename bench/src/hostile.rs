@@ -52,7 +52,7 @@ impl Hostile {
                 .await?;
         }
         let healthy = format!("{}/healthy", wafer.url);
-        let alone = latencies(&healthy, self.calls).await?;
+        let alone = measure_apart(&healthy, self.calls).await?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let attacks = Arc::new(AtomicU64::new(0));
@@ -76,7 +76,7 @@ impl Hostile {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let attacked = latencies(&healthy, self.calls).await?;
+        let attacked = measure_apart(&healthy, self.calls).await?;
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             task.abort();
@@ -101,6 +101,19 @@ impl Hostile {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// [`latencies`] on a thread and runtime of its own, so that the measuring client never waits
+/// behind the attacking clients' tasks in this process's runtime.
+async fn measure_apart(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(latencies(&url, n))
+    })
+    .await?
 }
 
 /// p50 and p99 of `n` sequential keep-alive GETs, after a warm-up.

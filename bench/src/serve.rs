@@ -32,6 +32,9 @@ pub struct Serve {
     /// The peer: `wasmtime` at the version wafer embeds.
     #[arg(long, default_value = "target/peer/bin/wasmtime")]
     wasmtime: PathBuf,
+    /// Only these parts (default: all of throughput, cold, deploy, memory).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where to write the throughput chart.
     #[arg(long, default_value = "bench/throughput.svg")]
     chart: PathBuf,
@@ -65,16 +68,36 @@ impl Serve {
                 wasmtime.display()
             );
         }
-        let mut runs = Vec::new();
+        let part = |name: &str| self.only.is_empty() || self.only.iter().any(|o| o == name);
+        if part("throughput") {
+            self.throughput(&wafer_bin, &wasmtime, &hello).await?;
+        }
+        if part("cold") {
+            self.cold(&wafer_bin, &wasmtime, &hello).await?;
+        }
+        if part("deploy") {
+            deploy_and_restart(&wafer_bin, &hello).await?;
+        }
+        if part("memory") {
+            self.memory(&wafer_bin, &hello).await?;
+        }
+        Ok(())
+    }
 
-        // 1. Throughput, latency and CPU per request.
+    /// 1. Throughput, latency and CPU per request.
+    async fn throughput(
+        &self,
+        wafer_bin: &Path,
+        wasmtime: &Path,
+        hello: &Path,
+    ) -> anyhow::Result<()> {
+        let root = root();
+        let mut runs = Vec::new();
         {
             let data = tempfile::tempdir()?;
-            let wafer = Wafer::start_in(&wafer_bin, data.path(), &[], Some(SERVER_CPU))?;
-            wafer.deploy("hello", &hello, "").await?;
-            wafer
-                .deploy("fresh", &hello, "[scaling]\nreuse = 1")
-                .await?;
+            let wafer = Wafer::start_in(wafer_bin, data.path(), &[], Some(SERVER_CPU))?;
+            wafer.deploy("hello", hello, "").await?;
+            wafer.deploy("fresh", hello, "[scaling]\nreuse = 1").await?;
             for (label, path) in [
                 ("wafer (warm reuse)", "/hello"),
                 ("wafer (fresh instance per call)", "/fresh"),
@@ -94,11 +117,11 @@ impl Serve {
             let mut command = Command::new("taskset");
             command
                 .args(["-c", SERVER_CPU])
-                .arg(&wasmtime)
-                .args(["serve", "-O", "pooling-allocator=y", "--addr"])
+                .arg(wasmtime)
+                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
                 .arg(format!("127.0.0.1:{port}"))
                 .args(extra)
-                .arg(&hello);
+                .arg(hello);
             let server = Server::spawn(command, port).await?;
             runs.extend(self.measure(label, &server.url, server.pid()).await?);
         }
@@ -119,20 +142,21 @@ impl Serve {
         print_throughput(&runs);
         std::fs::write(root.join(&self.chart), chart(&runs))
             .with_context(|| format!("writing {}", self.chart.display()))?;
+        Ok(())
+    }
 
-        // 2. Cold starts: every call on a fresh instance, sequentially.
+    /// 2. Cold starts: every call on a fresh instance, sequentially.
+    async fn cold(&self, wafer_bin: &Path, wasmtime: &Path, hello: &Path) -> anyhow::Result<()> {
         let (wafer_cold, serve_cold) = {
-            let wafer = Wafer::start(&wafer_bin, &[])?;
-            wafer
-                .deploy("fresh", &hello, "[scaling]\nreuse = 1")
-                .await?;
+            let wafer = Wafer::start(wafer_bin, &[])?;
+            wafer.deploy("fresh", hello, "[scaling]\nreuse = 1").await?;
             let wafer_cold = sequential(&format!("{}/fresh", wafer.url), self.cold_trials).await?;
             let port = free_port()?;
-            let mut command = Command::new(&wasmtime);
+            let mut command = Command::new(wasmtime);
             command
-                .args(["serve", "-O", "pooling-allocator=y", "--addr"])
+                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
                 .arg(format!("127.0.0.1:{port}"))
-                .arg(&hello);
+                .arg(hello);
             let server = Server::spawn(command, port).await?;
             let serve_cold = sequential(&server.url, self.cold_trials).await?;
             (wafer_cold, serve_cold)
@@ -150,51 +174,6 @@ impl Serve {
             ms(serve_cold.0),
             ms(serve_cold.1)
         );
-
-        // 3. Deploy -> first 200, and a restart with 100 functions.
-        let data = tempfile::tempdir()?;
-        let (first, again, hundred) = {
-            let wafer = Wafer::start_in(&wafer_bin, data.path(), &[], None)?;
-            let first = deploy_to_200(&wafer, "first", &hello).await?;
-            let mut again = Vec::new();
-            for i in 0..100 {
-                again.push(deploy_to_200(&wafer, &format!("f{i}"), &hello).await?);
-            }
-            again.sort();
-            (first, again[again.len() / 2], again[again.len() * 99 / 100])
-        };
-        let started = Instant::now();
-        let wafer = Wafer::start_in(&wafer_bin, data.path(), &[], None)?;
-        let client = reqwest::Client::new();
-        for i in 0..100 {
-            let url = format!("{}/f{i}", wafer.url);
-            wait_for(Duration::from_secs(60), || {
-                let request = client.get(&url).send();
-                async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-            })
-            .await?;
-        }
-        let restart = started.elapsed();
-        drop(wafer);
-        println!("\n### Deploy and restart\n");
-        println!("| what | time |");
-        println!("|---|---:|");
-        println!(
-            "| deploy -> first 200, new component (compiles) | {} |",
-            ms(first)
-        );
-        println!(
-            "| deploy -> first 200, compiled artifact cached: p50 / p99 of 100 | {} / {} |",
-            ms(again),
-            ms(hundred)
-        );
-        println!(
-            "| restart with 101 functions -> all answering | {} |",
-            ms(restart)
-        );
-
-        // 4. Memory with many functions.
-        self.memory(&wafer_bin, &hello).await?;
         Ok(())
     }
 
@@ -222,6 +201,7 @@ impl Serve {
         Ok(runs)
     }
 
+    /// 4. Memory with many functions.
     async fn memory(&self, wafer_bin: &Path, hello: &Path) -> anyhow::Result<()> {
         let wafer = Wafer::start(wafer_bin, &["--max-instances", "2000"])?;
         let before = wafer.rss();
@@ -270,6 +250,52 @@ impl Serve {
         );
         Ok(())
     }
+}
+
+/// 3. Deploy -> first 200, and a restart with 100 functions.
+async fn deploy_and_restart(wafer_bin: &Path, hello: &Path) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (first, again, hundred) = {
+        let wafer = Wafer::start_in(wafer_bin, data.path(), &[], None)?;
+        let first = deploy_to_200(&wafer, "first", hello).await?;
+        let mut again = Vec::new();
+        for i in 0..100 {
+            again.push(deploy_to_200(&wafer, &format!("f{i}"), hello).await?);
+        }
+        again.sort();
+        (first, again[again.len() / 2], again[again.len() * 99 / 100])
+    };
+    let started = Instant::now();
+    let wafer = Wafer::start_in(wafer_bin, data.path(), &[], None)?;
+    let client = reqwest::Client::new();
+    for i in 0..100 {
+        let url = format!("{}/f{i}", wafer.url);
+        wait_for(Duration::from_secs(60), || {
+            let request = client.get(&url).send();
+            async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
+        })
+        .await?;
+    }
+    let restart = started.elapsed();
+    drop(wafer);
+    println!("\n### Deploy and restart\n");
+    println!("| what | time |");
+    println!("|---|---:|");
+    println!(
+        "| deploy -> first 200, new component (compiles) | {} |",
+        ms(first)
+    );
+    println!(
+        "| deploy -> first 200, compiled artifact cached: p50 / p99 of 100 | {} / {} |",
+        ms(again),
+        ms(hundred)
+    );
+    println!(
+        "| restart with 101 functions -> all answering | {} |",
+        ms(restart)
+    );
+
+    Ok(())
 }
 
 /// A peer server under test.

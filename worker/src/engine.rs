@@ -12,12 +12,15 @@
 //! - `linear_memory_keep_resident`, `table_keep_resident`: left at 0, so a dropped instance's pages
 //!   go back to the OS at once (scale to zero returns memory) while copy-on-write images keep
 //!   re-instantiation cheap.
+//! - `async_stack_zeroing` on, `async_stack_keep_resident` 0: the same for fiber stacks, which
+//!   otherwise stay resident once touched (and would carry one tenant's bytes to the next).
+//! - The epoch ticks every 1 ms while calls run, every 100 ms when none do (see [`EpochTicker`]).
 //!
 //! Reserving the pool's address space can fail (a `ulimit -v`, a sandbox that caps mappings); then
 //! the engine falls back to on-demand allocation with small memory reservations, and says so.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -76,8 +79,14 @@ pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), Work
             .max_tables_per_component(64)
             .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX))
             .linear_memory_keep_resident(0)
-            .table_keep_resident(0);
+            .table_keep_resident(0)
+            .async_stack_keep_resident(0);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Without zeroing, pooled fiber stacks are never decommitted: after a burst of a thousand
+        // instances their touched pages would stay resident forever, and scale to zero would not
+        // give memory back. Zeroing (by decommit, with nothing kept resident) costs one madvise
+        // when an instance is dropped, and no tenant's stack bytes reach the next.
+        config.async_stack_zeroing(true);
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, true)),
             Err(e) => tracing::warn!(
@@ -97,21 +106,65 @@ pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), Work
     Ok((engine, false))
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// While idle, how often the epoch still advances: a backstop for any guest code running outside
+/// a [`Running`] guard, at a cost of ten wake-ups a second.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while calls are running (see [`Demand`]),
+/// and every [`IDLE_TICK`] otherwise, until dropped: an idle worker costs next to no CPU.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
+    demand: Demand,
+}
+
+/// Counts the calls (and pre-warming tasks) running guest code, and wakes the ticker when the
+/// first one starts.
+#[derive(Clone)]
+pub(crate) struct Demand(Arc<DemandState>);
+
+struct DemandState {
+    running: AtomicUsize,
+    ticker: OnceLock<std::thread::Thread>,
+}
+
+/// Held while guest code may run; see [`Demand::running`].
+pub(crate) struct Running(Demand);
+
+impl Demand {
+    pub(crate) fn running(&self) -> Running {
+        if self.0.running.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(ticker) = self.0.ticker.get()
+        {
+            ticker.unpark();
+        }
+        Running(self.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, WorkerError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let demand = Demand(Arc::new(DemandState {
+            running: AtomicUsize::new(0),
+            ticker: OnceLock::new(),
+        }));
         let weak = engine.weak();
-        let flag = stop.clone();
-        std::thread::Builder::new()
+        let (flag, state) = (stop.clone(), demand.0.clone());
+        let thread = std::thread::Builder::new()
             .name("wafer-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                    if state.running.load(Ordering::Acquire) > 0 {
+                        std::thread::sleep(EPOCH_TICK);
+                    } else {
+                        std::thread::park_timeout(IDLE_TICK);
+                    }
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
                         None => return,
@@ -122,7 +175,12 @@ impl EpochTicker {
                 context: "failed to start the epoch ticker thread".into(),
                 source,
             })?;
-        Ok(EpochTicker { stop })
+        let _ = demand.0.ticker.set(thread.thread().clone());
+        Ok(EpochTicker { stop, demand })
+    }
+
+    pub(crate) fn demand(&self) -> Demand {
+        self.demand.clone()
     }
 }
 

@@ -237,8 +237,10 @@ impl Function {
         if short == 0 {
             return;
         }
+        let running = shared.ticker.demand().running();
         let (function, shared, pre) = (self.clone(), Arc::downgrade(shared), pre.clone());
         tokio::spawn(async move {
+            let _running = running;
             for _ in 0..short {
                 let Some(shared) = shared.upgrade() else {
                     break;

@@ -183,7 +183,7 @@ pub(crate) struct Shared {
     engine_config: EngineConfig,
     pooling: bool,
     shutting_down: AtomicBool,
-    _ticker: engine::EpochTicker,
+    pub(crate) ticker: engine::EpochTicker,
 }
 
 impl Worker {
@@ -207,7 +207,7 @@ impl Worker {
         let logs = Logs::new(Some(config.data_dir.join("logs")))
             .map_err(io("failed to open the logs directory"))?;
         let shared = Arc::new(Shared {
-            _ticker: engine::EpochTicker::start(&engine)?,
+            ticker: engine::EpochTicker::start(&engine)?,
             linker,
             cgi_linker,
             components,
@@ -324,7 +324,7 @@ impl Shared {
         let name: Arc<str> = Arc::from(deployment.name.as_str());
         let metrics = self.metrics.function(&name);
         let function = Arc::new(Function {
-            pool: Pool::new(limits.clone(), metrics.clone()),
+            pool: Pool::new(limits.clone(), metrics.clone(), self.ticker.demand()),
             logs: self.logs.sink(&name),
             name: name.clone(),
             version: deployment.version,
@@ -460,6 +460,18 @@ impl Backend for Worker {
 }
 
 /// Drops expired warm instances once a second, until the worker is gone.
+/// Hands memory freed by dropped instances (their stores, tables of host resources) back to the
+/// OS. Linear memories and stacks are decommitted by the pooling allocator itself; glibc's
+/// allocator keeps freed heap pages until asked, so scale to zero would not show in RSS.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only releases free memory at the allocator's discretion; it is
+        // thread-safe and has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    });
+}
+
 async fn reap(shared: Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -470,13 +482,18 @@ async fn reap(shared: Weak<Shared>) {
         };
         let now = Instant::now();
         let functions: Vec<_> = shared.functions.iter().map(|f| f.clone()).collect();
+        let mut dropped = 0;
         for function in functions {
             let reaped = function.pool.reap(now);
             if reaped > 0 {
                 tracing::debug!(function = %function.name, reaped, "dropped idle instances");
+                dropped += reaped;
             }
             // Also retries a minimum that could not be reached (instance budget full).
             function.top_up(&shared);
+        }
+        if dropped > 0 {
+            release_freed_heap();
         }
     }
 }

@@ -265,9 +265,11 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
         std::thread::sleep(DISK_FLUSH);
         let last = Arc::strong_count(&queue) == 1;
         let ops = std::mem::take(&mut *queue.ops.lock().unwrap());
+        let mut written = std::collections::HashSet::new();
         for op in ops {
             match op {
                 DiskOp::Append(name, line) => {
+                    written.insert(name.clone());
                     if let Err(e) = append(dir, &mut files, name, &line.to_disk()) {
                         tracing::warn!(error = %e, "failed to write function log");
                     }
@@ -286,6 +288,9 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
         for (file, _) in files.values_mut() {
             let _ = file.flush();
         }
+        // Keep open only the files of functions still logging: a thousand quiet functions
+        // should not hold a thousand descriptors and write buffers.
+        files.retain(|name, _| written.contains(name));
         if last {
             return;
         }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::engine::{Demand, Running};
 use crate::error::InvokeError;
 use crate::instance::Instance;
 use crate::limits::Limits;
@@ -87,6 +88,8 @@ impl Drop for Slot {
 /// (however the call ends) frees the permit and the busy count.
 pub(crate) struct Lease {
     _permit: OwnedSemaphorePermit,
+    /// Keeps the epoch ticking fast while the call runs.
+    _running: Running,
     busy: prometheus::IntGauge,
     pub(crate) instance: Option<Instance>,
 }
@@ -112,11 +115,13 @@ pub(crate) struct Pool {
     /// Whether a task is instantiating instances up to `min_instances`.
     topping_up: AtomicBool,
     metrics: FunctionMetrics,
+    demand: Demand,
 }
 
 impl Pool {
-    pub(crate) fn new(limits: Limits, metrics: FunctionMetrics) -> Pool {
+    pub(crate) fn new(limits: Limits, metrics: FunctionMetrics, demand: Demand) -> Pool {
         Pool {
+            demand,
             permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
             queued: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
@@ -162,6 +167,7 @@ impl Pool {
         self.metrics.busy.inc();
         Ok(Lease {
             _permit: permit,
+            _running: self.demand.running(),
             busy: self.metrics.busy.clone(),
             instance,
         })
