@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
-
-use crate::wafer::{Wafer, root};
+use crate::wafer::{Wafer, root, sequential_latencies};
 
 #[derive(clap::Args)]
 pub struct Hostile {
@@ -103,7 +101,7 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// [`latencies`] on a thread and runtime of its own, so that the measuring client never waits
+/// [`sequential_latencies`] on a thread and runtime of its own, so that the measuring client never waits
 /// behind the attacking clients' tasks in this process's runtime.
 async fn measure_apart(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
     let url = url.to_string();
@@ -111,27 +109,7 @@ async fn measure_apart(url: &str, n: usize) -> anyhow::Result<(Duration, Duratio
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(latencies(&url, n))
+            .block_on(sequential_latencies(&url, 20, n))
     })
     .await?
-}
-
-/// p50 and p99 of `n` sequential keep-alive GETs, after a warm-up.
-async fn latencies(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
-    let client = reqwest::Client::new();
-    for _ in 0..20 {
-        client.get(url).send().await?.bytes().await?;
-    }
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let response = client.get(url).send().await?;
-        if !response.status().is_success() {
-            bail!("{url} answered {}", response.status());
-        }
-        response.bytes().await?;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    Ok((samples[n / 2], samples[(n * 99 / 100).min(n - 1)]))
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::wafer::{Wafer, root};
+use crate::wafer::{Wafer, root, sequential_latencies};
 
 #[derive(clap::Args)]
 pub struct Languages {
@@ -157,23 +157,7 @@ fn touch(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50 and p99 of `n` sequential GETs after a few warm-up calls.
+/// p50 and p99 of `n` sequential GETs of `base/path` after a few warm-up calls.
 async fn latencies(base: &str, path: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
-    let client = reqwest::Client::new();
-    let url = format!("{base}/{path}");
-    for _ in 0..5 {
-        client.get(&url).send().await?.bytes().await?;
-    }
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let response = client.get(&url).send().await?;
-        if !response.status().is_success() {
-            bail!("{url} answered {}", response.status());
-        }
-        response.bytes().await?;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    Ok((samples[n / 2], samples[(n * 99 / 100).min(n - 1)]))
+    sequential_latencies(&format!("{base}/{path}"), 5, n).await
 }

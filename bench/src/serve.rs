@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::wafer::{Wafer, cpu_of, root, wait_for};
+use crate::wafer::{Wafer, cpu_of, root, sequential_latencies, wait_for};
 
 #[derive(clap::Args)]
 pub struct Serve {
@@ -150,7 +150,8 @@ impl Serve {
         let (wafer_cold, serve_cold) = {
             let wafer = Wafer::start(wafer_bin, &[])?;
             wafer.deploy("fresh", hello, "[scaling]\nreuse = 1").await?;
-            let wafer_cold = sequential(&format!("{}/fresh", wafer.url), self.cold_trials).await?;
+            let wafer_cold =
+                sequential_latencies(&format!("{}/fresh", wafer.url), 1, self.cold_trials).await?;
             let port = free_port()?;
             let mut command = Command::new(wasmtime);
             command
@@ -158,7 +159,7 @@ impl Serve {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg(hello);
             let server = Server::spawn(command, port).await?;
-            let serve_cold = sequential(&server.url, self.cold_trials).await?;
+            let serve_cold = sequential_latencies(&server.url, 1, self.cold_trials).await?;
             (wafer_cold, serve_cold)
         };
         println!("\n### Cold start: a call on a fresh instance, end to end, sequential\n");
@@ -389,24 +390,6 @@ fn parse_wrk_duration(v: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs_f64(secs))
-}
-
-/// p50 and p99 of `n` sequential keep-alive GETs.
-async fn sequential(url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
-    let client = reqwest::Client::new();
-    client.get(url).send().await?.bytes().await?;
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let response = client.get(url).send().await?;
-        if !response.status().is_success() {
-            bail!("{url} answered {}", response.status());
-        }
-        response.bytes().await?;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
-    Ok((samples[n / 2], samples[(n * 99 / 100).min(n - 1)]))
 }
 
 /// Time from starting a deploy to the function's first 200.

@@ -161,6 +161,31 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// p50 and p99 of `n` sequential keep-alive GETs of `url`, after `warmup` unmeasured ones; any
+/// answer but a 2xx is an error.
+pub async fn sequential_latencies(
+    url: &str,
+    warmup: usize,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let client = reqwest::Client::new();
+    for _ in 0..warmup {
+        client.get(url).send().await?.bytes().await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let response = client.get(url).send().await?;
+        if !response.status().is_success() {
+            bail!("{url} answered {}", response.status());
+        }
+        response.bytes().await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok((samples[n / 2], samples[(n * 99 / 100).min(n - 1)]))
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn wait_for<F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<()>
 where

@@ -339,22 +339,18 @@ async fn min_instances_are_pre_warmed_kept_when_idle_and_back_after_a_restart() 
         assert_eq!(get(&wafer.url("/fresh")).await.1, "1");
     }
     assert_eq!(status_of(&wafer, "fresh").await["cold_starts"], 0);
-    let metrics = http()
-        .get(wafer.url("/_wafer/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("wafer_warm_starts_total{function=\"fresh\"} 3"),
-        "{metrics}"
+    assert_eq!(
+        wafer
+            .metric("wafer_warm_starts_total{function=\"fresh\"}")
+            .await,
+        3.0
     );
     // Each retired instance served exactly one call.
-    assert!(
-        metrics.contains("wafer_instance_calls_bucket{function=\"fresh\",le=\"1\"} 3"),
-        "{metrics}"
+    assert_eq!(
+        wafer
+            .metric("wafer_instance_calls_bucket{function=\"fresh\",le=\"1\"}")
+            .await,
+        3.0
     );
 
     // After a restart the minimum is back without a call.
