@@ -189,21 +189,7 @@ impl Soak {
                     (channel.clone(), counters.clone(), published.clone());
                 let queue = queue.clone();
                 tokio::spawn(async move {
-                    let body = format!(r#"{{"id":"s-{n}","item":"tea","quantity":1}}"#);
-                    let sent = channel
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            body.as_bytes(),
-                            BasicProperties::default().with_content_type("application/json".into()),
-                        )
-                        .await;
-                    let ok = match sent {
-                        Ok(confirm) => confirm.await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if ok {
+                    if publish_order(&channel, &queue, &format!("s-{n}")).await {
                         published.fetch_add(1, Ordering::Relaxed);
                         counters.ok.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -283,6 +269,24 @@ impl Soak {
     }
 }
 
+/// Publishes one order for order-processor; true once the broker confirmed it.
+async fn publish_order(channel: &lapin::Channel, queue: &str, id: &str) -> bool {
+    let body = format!(r#"{{"id":"{id}","item":"tea","quantity":1}}"#);
+    let sent = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await;
+    match sent {
+        Ok(confirm) => confirm.await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Events per second `clients` sequential clients achieve with the soak's mix: the URLs in turn,
 /// and one event in [`QUEUE_SHARE`] a confirmed publish to `queue` instead.
 async fn closed_loop(
@@ -308,21 +312,7 @@ async fn closed_loop(
                 while started.elapsed() < time {
                     n += clients as u64;
                     let ok = if n.is_multiple_of(QUEUE_SHARE) {
-                        let body = format!(r#"{{"id":"m-{n}","item":"tea","quantity":1}}"#);
-                        match channel
-                            .basic_publish(
-                                "".into(),
-                                queue.as_str().into(),
-                                BasicPublishOptions::default(),
-                                body.as_bytes(),
-                                BasicProperties::default()
-                                    .with_content_type("application/json".into()),
-                            )
-                            .await
-                        {
-                            Ok(confirm) => confirm.await.is_ok(),
-                            Err(_) => false,
-                        }
+                        publish_order(&channel, &queue, &format!("m-{n}")).await
                     } else {
                         let url = &urls[(n % urls.len() as u64) as usize];
                         match client.get(url).send().await {

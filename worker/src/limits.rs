@@ -103,8 +103,9 @@ impl ClockState {
         self.holding.store(true, Ordering::Relaxed);
     }
 
+    /// Runs on every host call: a plain load first, so calls without a lane pay no atomic swap.
     fn release(&self) {
-        if self.holding.swap(false, Ordering::Relaxed) {
+        if self.holding.load(Ordering::Relaxed) && self.holding.swap(false, Ordering::Relaxed) {
             self.lane.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
     }

@@ -111,7 +111,7 @@ pub(crate) struct Pool {
     /// Set when reuse was seen to break: every call gets a fresh instance from then on.
     fresh_only: AtomicBool,
     /// Set when the pool was drained (its function deleted or replaced): no more pre-warming.
-    fresh_only_by_drain: AtomicBool,
+    drained: AtomicBool,
     /// Whether a task is instantiating instances up to `min_instances`.
     topping_up: AtomicBool,
     metrics: FunctionMetrics,
@@ -126,7 +126,7 @@ impl Pool {
             queued: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
             fresh_only: AtomicBool::new(limits.reuse <= 1),
-            fresh_only_by_drain: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             topping_up: AtomicBool::new(false),
             reuse_proven: AtomicBool::new(false),
             limits,
@@ -241,8 +241,7 @@ impl Pool {
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let expired: Vec<Instance> = {
             let mut idle = self.idle.lock().unwrap();
-            let (_, busy) = self.counts_locked(&idle);
-            let keep = (self.limits.min_instances as usize).saturating_sub(busy);
+            let keep = (self.limits.min_instances as usize).saturating_sub(self.busy());
             // LIFO: the oldest are at the front.
             let n = idle
                 .iter()
@@ -258,7 +257,7 @@ impl Pool {
     /// When the longest-idle warm instance above the function's `min_instances` went idle.
     pub(crate) fn oldest_evictable(&self) -> Option<Instant> {
         let idle = self.idle.lock().unwrap();
-        let (live, _) = self.counts_locked(&idle);
+        let live = idle.len() + self.busy();
         (live > self.limits.min_instances as usize)
             .then(|| idle.first().map(|i| i.idle_since))
             .flatten()
@@ -280,34 +279,29 @@ impl Pool {
     /// Drops every warm instance (on delete or redeploy); busy ones finish and are dropped after.
     pub(crate) fn drain(&self) {
         self.fresh_only.store(true, Ordering::Relaxed);
-        self.fresh_only_by_drain.store(true, Ordering::Relaxed);
+        self.drained.store(true, Ordering::Relaxed);
         let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
         self.metrics.idle.sub(dropped.len() as i64);
     }
 
+    /// Idle and busy instances.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let idle = self.idle.lock().unwrap().len();
-        let busy = self.limits.concurrency as usize - self.permits.available_permits();
-        (idle, busy)
+        (self.idle.lock().unwrap().len(), self.busy())
     }
 
-    /// Live instances (idle plus busy, counting a call in progress as one) and busy ones.
-    fn counts_locked(&self, idle: &[Instance]) -> (usize, usize) {
-        let busy = self.limits.concurrency as usize - self.permits.available_permits();
-        (idle.len() + busy, busy)
+    /// Calls in progress, each on one instance.
+    fn busy(&self) -> usize {
+        self.limits.concurrency as usize - self.permits.available_permits()
     }
 
     /// How many instances short of `min_instances` the function is, if a top-up is not already
     /// running; the caller that gets a non-zero answer must call [`Pool::topped_up`] when done.
     pub(crate) fn start_top_up(&self) -> usize {
         let min = self.limits.min_instances as usize;
-        if min == 0 || self.fresh_only_by_drain.load(Ordering::Relaxed) {
+        if min == 0 || self.drained.load(Ordering::Relaxed) {
             return 0;
         }
-        let short = {
-            let idle = self.idle.lock().unwrap();
-            min.saturating_sub(self.counts_locked(&idle).0)
-        };
+        let short = min.saturating_sub(self.idle.lock().unwrap().len() + self.busy());
         if short == 0 || self.topping_up.swap(true, Ordering::AcqRel) {
             return 0;
         }

@@ -239,20 +239,9 @@ async fn idle_instances_are_dropped_after_the_idle_timeout() {
         .await;
     assert_eq!(get(&wafer.url("/counter")).await.1, "1");
     assert_eq!(get(&wafer.url("/counter")).await.1, "2");
-    let status = |wafer: &Wafer| {
-        let request = wafer.admin(Method::GET, "/_wafer/v1/functions/counter");
-        async move {
-            let info: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-            info["status"]["instances_idle"].as_u64().unwrap()
-        }
-    };
-    assert_eq!(status(&wafer).await, 1);
-    // The reaper runs each second; give it a few.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&wafer).await != 0 {
-        assert!(Instant::now() < deadline, "idle instance never dropped");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    assert_eq!(status_of(&wafer, "counter").await["instances_idle"], 1);
+    // The reaper runs each second; `wait_for_idle` gives it a few.
+    wait_for_idle(&wafer, "counter", 0).await;
     // Scaled to zero: the next call is a cold start on a fresh instance.
     assert_eq!(get(&wafer.url("/counter")).await.1, "1");
 }
