@@ -25,6 +25,8 @@
 //! reuse = 1000                           # calls per instance; 1 = a fresh instance per call
 //! idle_timeout = "60s"                   # warm instances idle longer are dropped
 //! min_instances = 0                      # kept live and ready even when idle (pre-warmed)
+//! max_instances = 16                     # live instances at most [default: as concurrency needs]
+//! instance_concurrency = 16              # calls one wasi:http 0.3 instance takes at once
 //! ```
 //!
 //! Unknown keys are errors that name the key; sizes take `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`
@@ -94,6 +96,10 @@ pub struct ScalingSection {
     pub idle_timeout: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_concurrency: Option<u32>,
 }
 
 /// One `[[queue]]` trigger as written. See [`crate::trigger::amqp`] for what each field does.
@@ -272,7 +278,32 @@ impl Manifest {
                 1000,
                 |n| n.to_string(),
             )?,
+            max_instances: self
+                .scaling
+                .max_instances
+                .map(|n| {
+                    in_range("scaling.max_instances", Some(n), n, 1, 1000, |n| {
+                        n.to_string()
+                    })
+                })
+                .transpose()?,
+            instance_concurrency: in_range(
+                "scaling.instance_concurrency",
+                self.scaling.instance_concurrency,
+                d.instance_concurrency,
+                1,
+                1000,
+                |n| n.to_string(),
+            )?,
         };
+        if let Some(max) = limits.max_instances
+            && limits.min_instances > max
+        {
+            return err(format!(
+                "scaling.min_instances: {} is above scaling.max_instances ({max})",
+                limits.min_instances
+            ));
+        }
         if limits.min_instances > limits.concurrency {
             return err(format!(
                 "scaling.min_instances: {} is above limits.concurrency ({}), the most instances the function may have",
@@ -700,5 +731,23 @@ mod tests {
         assert!(m.validate("f").unwrap_err().0.contains("1BAD"));
         let m = Manifest::from_toml("[env]\n\"A=B\" = \"x\"").unwrap();
         assert!(m.validate("f").is_err());
+    }
+
+    #[test]
+    fn instance_counts() {
+        let spec = |toml: &str| Manifest::from_toml(toml).unwrap().validate("f");
+        let limits = spec("[scaling]\nmax_instances = 4\ninstance_concurrency = 8")
+            .unwrap()
+            .config
+            .limits;
+        assert_eq!(limits.max_instances, Some(4));
+        assert_eq!(limits.instance_concurrency, 8);
+        assert_eq!(spec("").unwrap().config.limits.max_instances, None);
+        let e = spec("[scaling]\nmin_instances = 3\nmax_instances = 2").unwrap_err();
+        assert!(e.0.contains("scaling.min_instances"), "{e}");
+        let e = spec("[scaling]\ninstance_concurrency = 0").unwrap_err();
+        assert!(e.0.contains("scaling.instance_concurrency"), "{e}");
+        let e = spec("[scaling]\nmax_instances = 0").unwrap_err();
+        assert!(e.0.contains("scaling.max_instances"), "{e}");
     }
 }

@@ -55,6 +55,8 @@ impl Default for EngineConfig {
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // wasi:http 0.3 handlers are async exports with streams and futures.
+    config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     // Guests overflowing their stack trap cleanly at this depth; 1 MiB fits deep but sane recursion.
     config.max_wasm_stack(1 << 20);

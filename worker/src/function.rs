@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::error::InvokeError;
 use crate::host::{AllowedHosts, Host};
@@ -17,6 +18,7 @@ use crate::limits::Limits;
 use crate::logs::{LogSink, Stream};
 use crate::metrics::FunctionMetrics;
 use crate::pool::Pool;
+use crate::service::{Failure, Service};
 use crate::{BoxError, Request, Response, Shared};
 
 /// Everything about a function that is not its code.
@@ -33,11 +35,26 @@ pub struct FunctionConfig {
 }
 
 /// A function's code, pre-linked.
+#[derive(Clone)]
 pub(crate) enum Code {
     /// A component exporting `wasi:http/incoming-handler`: pooled, reusable instances.
     Http(ProxyPre<Host>),
+    /// A component exporting `wasi:http/handler` 0.3: instances that take several calls at once
+    /// (see `service`).
+    Service(ServicePre<Host>),
     /// A WASI 0.1 command, run once per request (see `cgi`).
     Cgi(wasmtime::InstancePre<crate::cgi::CgiHost>),
+}
+
+impl Code {
+    /// What the code exports, as `wafer list` shows it.
+    pub(crate) fn interface(&self) -> &'static str {
+        match self {
+            Code::Http(_) => "wasi:http 0.2",
+            Code::Service(_) => "wasi:http 0.3",
+            Code::Cgi(_) => "wasi 0.1 command",
+        }
+    }
 }
 
 pub(crate) struct Function {
@@ -80,6 +97,7 @@ impl Function {
         );
         let pre = match &self.code {
             Code::Http(pre) => pre,
+            Code::Service(pre) => return self.invoke_service(shared, pre, request).await,
             Code::Cgi(pre) => return crate::cgi::invoke(self, shared, pre, request).await,
         };
         let mut request = request;
@@ -230,15 +248,15 @@ impl Function {
     /// Tops the pool up to `min_instances` in the background, if it is short and no top-up is
     /// running. Pre-warming takes only free slots of the worker's budget: it never evicts.
     pub(crate) fn top_up(self: &Arc<Self>, shared: &Arc<Shared>) {
-        let Code::Http(pre) = &self.code else {
+        if matches!(self.code, Code::Cgi(_)) {
             return;
-        };
+        }
         let short = self.pool.start_top_up();
         if short == 0 {
             return;
         }
         let running = shared.ticker.demand().running();
-        let (function, shared, pre) = (self.clone(), Arc::downgrade(shared), pre.clone());
+        let (function, shared) = (self.clone(), Arc::downgrade(shared));
         tokio::spawn(async move {
             let _running = running;
             for _ in 0..short {
@@ -250,16 +268,35 @@ impl Function {
                     break;
                 };
                 let started = Instant::now();
-                match Instance::start(&function, &pre, slot, shared.lanes.clock()).await {
-                    Ok(instance) => {
-                        function
-                            .metrics
-                            .instantiate
-                            .observe(started.elapsed().as_secs_f64());
-                        function.pool.add_prewarmed(instance);
+                let clock = shared.lanes.clock();
+                let warmed = match &function.code {
+                    Code::Http(pre) => match Instance::start(&function, pre, slot, clock).await {
+                        Ok(instance) => {
+                            function
+                                .metrics
+                                .instantiate
+                                .observe(started.elapsed().as_secs_f64());
+                            function.pool.add_prewarmed(instance);
+                            Ok(())
+                        }
+                        Err(e) => Err(trap_reason(&e)),
+                    },
+                    Code::Service(pre) => {
+                        let service = Service::spawn(&function, pre, slot, clock);
+                        match service.started().await {
+                            Ok(()) => {
+                                function.pool.add_service(service, false);
+                                Ok(())
+                            }
+                            Err(failure) => Err(function.error_for(failure).to_string()),
+                        }
                     }
-                    Err(e) => {
-                        let note = format!("pre-warming an instance failed: {}", trap_reason(&e));
+                    Code::Cgi(_) => break,
+                };
+                match warmed {
+                    Ok(()) => {}
+                    Err(reason) => {
+                        let note = format!("pre-warming an instance failed: {reason}");
                         function.logs.push(Stream::Wafer, note);
                         break;
                     }
@@ -268,28 +305,233 @@ impl Function {
             function.pool.topped_up();
         });
     }
+
+    /// Runs one call on a wasi:http 0.3 instance: the most recently used one with room for
+    /// another call, or a fresh one. Resolves when the guest has returned its response head; the
+    /// call (and its hold on the instance) ends with the response body.
+    async fn invoke_service(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        pre: &ServicePre<Host>,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
+        let admission = match self.pool.admit(&self.name).await {
+            Ok(admission) => admission,
+            Err(e) => {
+                self.metrics.failed(&e);
+                return Err(e);
+            }
+        };
+        let started = Instant::now();
+        let limits = &self.config.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let service = match self.pool.checkout_service() {
+            Some(service) => service,
+            None => {
+                // Registered before it has started, so that the calls arriving meanwhile
+                // queue on it instead of starting instances of their own.
+                let slot = match shared.take_slot(&self.name) {
+                    Ok(slot) => slot,
+                    Err(e) => return Err(self.failed(e, started)),
+                };
+                let service = Service::spawn(self, pre, slot, shared.lanes.clock());
+                self.metrics.cold_starts.inc();
+                self.pool.add_service(service.clone(), true);
+                service
+            }
+        };
+        let call = ServiceCall {
+            function: self.clone(),
+            shared: shared.clone(),
+            service,
+            started,
+            ended: None,
+            _admission: admission,
+        };
+        let answer = tokio::time::timeout_at(
+            deadline,
+            call.service.call(request, limits.log_bytes_per_call),
+        )
+        .await;
+        match answer {
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                ServiceBody {
+                    inner: body,
+                    call: Some(call),
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                }
+                .boxed_unsync()
+            })),
+            Ok(Err(failure)) => Err(call.fail(self.error_for(failure))),
+            Err(_elapsed) => Err(call.fail(self.timed_out())),
+        }
+    }
+
+    fn timed_out(&self) -> InvokeError {
+        InvokeError::Timeout {
+            function: self.name.to_string(),
+            timeout: self.config.limits.timeout,
+        }
+    }
+
+    fn error_for(&self, failure: Failure) -> InvokeError {
+        let function = self.name.to_string();
+        match failure {
+            Failure::Guest(reason) => InvokeError::Guest { function, reason },
+            Failure::Trap(reason) => InvokeError::Trap { function, reason },
+            Failure::MemoryLimit => InvokeError::MemoryLimit {
+                function,
+                limit: self.config.limits.memory,
+            },
+            Failure::Instantiate(reason) => InvokeError::Instantiate { function, reason },
+            Failure::Stopped => InvokeError::Trap {
+                function,
+                reason: "the instance stopped (another call on it failed or timed out)".to_string(),
+            },
+        }
+    }
+
+    /// Records a failed call in the metrics and the function's log.
+    fn failed(&self, error: InvokeError, started: Instant) -> InvokeError {
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.failed(&error);
+        self.logs.push(Stream::Wafer, error.to_string());
+        tracing::debug!(function = %self.name, error = %error, "call failed");
+        error
+    }
 }
 
-/// Instantiates a fresh instance, making room in the worker's instance budget if needed.
-async fn start_instance(
+/// One call on a wasi:http 0.3 instance, from admission to the end of its response body.
+/// Dropping it ends the call: the instance takes another, or leaves the pool if the call failed.
+struct ServiceCall {
+    function: Arc<Function>,
+    shared: Arc<Shared>,
+    service: Arc<Service>,
+    started: Instant,
+    /// How the call ended: `Some(true)` done, `Some(false)` failed; `None`: the client went away.
+    ended: Option<bool>,
+    _admission: crate::pool::Admission,
+}
+
+impl ServiceCall {
+    fn fail(mut self, error: InvokeError) -> InvokeError {
+        self.ended = Some(false);
+        self.function.failed(error, self.started)
+    }
+}
+
+impl Drop for ServiceCall {
+    fn drop(&mut self) {
+        if self.ended == Some(true) {
+            self.function.metrics.ok.inc();
+            self.function
+                .metrics
+                .duration
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+        // A guest error code leaves the instance fine; anything else may have poisoned it.
+        self.function
+            .pool
+            .finish_service_call(&self.service, self.ended == Some(false));
+        self.function.top_up(&self.shared);
+    }
+}
+
+/// A wasi:http 0.3 response body: streams from the instance, and ends the call when it ends. It
+/// stops with an error at the function's timeout, as a 0.2 call's body does.
+struct ServiceBody {
+    inner: wasmtime_wasi_http::WasiBody,
+    call: Option<ServiceCall>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for ServiceBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => {
+                call.ended = Some(true);
+                this.call = None;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let error = InvokeError::Guest {
+                    function: call.function.name.to_string(),
+                    reason: format!("response body failed: {e}"),
+                };
+                let error = this.call.take().map(|c| c.fail(error));
+                return Poll::Ready(error.map(|e| Err(e.to_string().into())));
+            }
+            Poll::Pending => {}
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let error = call.function.timed_out();
+            let error = this.call.take().map(|c| c.fail(error));
+            return Poll::Ready(error.map(|e| Err(e.to_string().into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.call.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Takes a slot of the worker's instance budget and starts an instance in it, counting a cold
+/// start.
+async fn cold_start<T, F>(
     function: &Function,
-    pre: &ProxyPre<Host>,
     shared: &Shared,
-) -> Result<Instance, InvokeError> {
+    start: impl FnOnce(crate::pool::Slot, crate::limits::CallClock) -> F,
+) -> Result<T, InvokeError>
+where
+    F: std::future::Future<Output = wasmtime::Result<T>>,
+{
     let slot = shared.take_slot(&function.name)?;
     let started = Instant::now();
-    let instance = Instance::start(function, pre, slot, shared.lanes.clock())
-        .await
-        .map_err(|e| InvokeError::Instantiate {
-            function: function.name.to_string(),
-            reason: trap_reason(&e),
-        })?;
+    let instance =
+        start(slot, shared.lanes.clock())
+            .await
+            .map_err(|e| InvokeError::Instantiate {
+                function: function.name.to_string(),
+                reason: trap_reason(&e),
+            })?;
     function.metrics.cold_starts.inc();
     function
         .metrics
         .instantiate
         .observe(started.elapsed().as_secs_f64());
     Ok(instance)
+}
+
+/// Instantiates a fresh wasi:http 0.2 instance, making room in the worker's instance budget if
+/// needed.
+async fn start_instance(
+    function: &Function,
+    pre: &ProxyPre<Host>,
+    shared: &Shared,
+) -> Result<Instance, InvokeError> {
+    cold_start(function, shared, |slot, clock| {
+        Instance::start(function, pre, slot, clock)
+    })
+    .await
 }
 
 fn classify_trap(function: &Function, instance: &Instance, error: wasmtime::Error) -> InvokeError {

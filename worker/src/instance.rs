@@ -112,7 +112,7 @@ impl Instance {
 
 /// Maps a request body error (a client that went away, a body over the gateway's limit) to the
 /// wasi:http error the guest sees when reading.
-fn body_error(e: BoxError) -> wasmtime_wasi_http::Error {
+pub(crate) fn body_error(e: BoxError) -> wasmtime_wasi_http::Error {
     if e.is::<http_body_util::LengthLimitError>() {
         wasmtime_wasi_http::Error::HttpRequestBodySize(None)
     } else {

@@ -1,5 +1,5 @@
-//! wafer's worker: runs WebAssembly components exporting `wasi:http/incoming-handler` from pooled,
-//! limited, warm instances.
+//! wafer's worker: runs WebAssembly components exporting `wasi:http/incoming-handler` (0.2) or
+//! `wasi:http/handler` (0.3) from pooled, limited, warm instances.
 //!
 //! It sits at the end of the data path, event -> gateway -> router -> **worker -> instance pool**
 //! -> response. The gateway reaches it only through [`Backend`]: "invoke this function with this
@@ -11,7 +11,8 @@
 //! - [`compile`]: components by digest, validated, compiled once, cached on disk;
 //! - `function`: a deployed version and how one call runs on it;
 //! - [`pool`]: admission, warm instances, and the instance lifecycle (read its docs);
-//! - `instance`: one store and serving one request on it;
+//! - `instance`: one store and serving one request on it (wasi:http 0.2);
+//! - `service`: one store serving many requests at once (wasi:http 0.3);
 //! - `host`: what a guest sees (WASI sandbox, outbound HTTP policy);
 //! - `limits`: the limits and the hooks that enforce them;
 //! - [`logs`]: guest stdout/stderr, bounded; `metrics`: Prometheus series.
@@ -28,6 +29,7 @@ mod limits;
 pub mod logs;
 mod metrics;
 pub mod pool;
+mod service;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ use http_body_util::BodyExt;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 pub use engine::EngineConfig;
 pub use error::{DeployError, InvokeError, WorkerError};
@@ -91,6 +94,8 @@ pub struct Deployment {
 pub struct FunctionStatus {
     pub version: u64,
     pub digest: String,
+    /// What the code exports: `wasi:http 0.2`, `wasi:http 0.3` or `wasi 0.1 command`.
+    pub interface: &'static str,
     pub instances_idle: usize,
     pub instances_busy: usize,
     /// Whether the function was switched to a fresh instance per call (reuse off or seen broken).
@@ -194,6 +199,8 @@ impl Worker {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
             .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))?;
         let mut cgi_linker = wasmtime::Linker::new(&engine);
         cgi::add_to_linker(&mut cgi_linker)
@@ -255,7 +262,7 @@ impl Shared {
     /// Pre-links compiled code: resolves every import once, checks the exports.
     fn link(&self, compiled: &Compiled) -> Result<Code, DeployError> {
         match compiled {
-            Compiled::Component(component) => self.link_component(component).map(Code::Http),
+            Compiled::Component(component) => self.link_component(component),
             Compiled::Module(module) => {
                 cgi::check_command(module).map_err(DeployError::Invalid)?;
                 self.cgi_linker
@@ -270,23 +277,34 @@ impl Shared {
         }
     }
 
-    fn link_component(&self, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
+    /// Links a component and finds its handler: `wasi:http/incoming-handler` 0.2 (the proxy
+    /// world) or `wasi:http/handler` 0.3 (the service world).
+    fn link_component(&self, component: &Component) -> Result<Code, DeployError> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             DeployError::Invalid(format!(
-                "the component imports something wafer does not provide (wafer provides WASI 0.2 and wasi:http 0.2): {e:#}"
+                "the component imports something wafer does not provide (wafer provides WASI 0.2 and 0.3, wasi:http 0.2 and 0.3): {e:#}"
             ))
         })?;
-        ProxyPre::new(pre).map_err(|e| {
-            let exports: Vec<String> = component
-                .component_type()
-                .exports(&self.engine)
-                .map(|(name, _)| format!("`{name}`"))
-                .collect();
-            DeployError::Invalid(format!(
-                "the component does not export `wasi:http/incoming-handler` (0.2.x); it exports {}: {e:#}",
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
-            ))
-        })
+        let p2_error = match ProxyPre::new(pre.clone()) {
+            Ok(proxy) => return Ok(Code::Http(proxy)),
+            Err(e) => e,
+        };
+        if let Ok(service) = ServicePre::new(pre) {
+            return Ok(Code::Service(service));
+        }
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| format!("`{name}`"))
+            .collect();
+        Err(DeployError::Invalid(format!(
+            "the component exports neither `wasi:http/incoming-handler` (0.2.x) nor `wasi:http/handler` (0.3.x); it exports {}: {p2_error:#}",
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            }
+        )))
     }
 
     fn install(self: &Arc<Self>, deployment: Deployment) -> Result<(), DeployError> {
@@ -324,7 +342,12 @@ impl Shared {
         let name: Arc<str> = Arc::from(deployment.name.as_str());
         let metrics = self.metrics.function(&name);
         let function = Arc::new(Function {
-            pool: Pool::new(limits.clone(), metrics.clone(), self.ticker.demand()),
+            pool: Pool::new(
+                limits.clone(),
+                metrics.clone(),
+                self.ticker.demand(),
+                matches!(code, Code::Service(_)),
+            ),
             logs: self.logs.sink(&name),
             name: name.clone(),
             version: deployment.version,
@@ -408,6 +431,7 @@ impl Backend for Worker {
         Some(FunctionStatus {
             version: f.version,
             digest: f.digest.clone(),
+            interface: f.code.interface(),
             instances_idle: idle,
             instances_busy: busy,
             fresh_instance_per_call: f.pool.fresh_only(),

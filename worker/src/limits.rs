@@ -21,6 +21,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Calls of this function that may run at once (for wasi:http 0.2, also the most instances).
     pub concurrency: u32,
+    /// Most live instances of this function; `None`: as many as `concurrency` needs.
+    pub max_instances: Option<u32>,
+    /// Calls one wasi:http 0.3 instance takes at once (0.2 instances always take one).
+    pub instance_concurrency: u32,
     /// Calls that may wait for a free slot beyond `concurrency`; more are refused with 429.
     pub max_queued: u32,
     /// Calls one instance serves before it is dropped; 1 means a fresh instance per call.
@@ -40,6 +44,8 @@ impl Default for Limits {
             memory: 128 << 20,
             timeout: Duration::from_secs(30),
             concurrency: 16,
+            max_instances: None,
+            instance_concurrency: 16,
             max_queued: 64,
             reuse: 1000,
             idle_timeout: Duration::from_secs(60),

@@ -23,6 +23,10 @@
 //!   opts out of reuse up front.
 //! - **Expiry.** Warm instances idle for longer than `idle_timeout` are dropped by the reaper; with
 //!   none left the function has scaled to zero and its memory is back with the OS.
+//! - **Concurrent reuse (wasi:http 0.3).** A 0.3 instance takes up to `instance_concurrency`
+//!   calls at once (see [`crate::service`]). A call goes to the most recently used instance with
+//!   room, so calls pack onto few instances and the others go idle and expire; a new instance
+//!   starts only when every live one is full. `max_instances` caps live instances (0.2 and 0.3).
 //! - **Minimum.** A function with `min_instances` (Lambda's provisioned concurrency) is topped up
 //!   to that many live instances in the background: at deploy, after a restart, and whenever a
 //!   call used one up (reuse limit, failure, fresh-instance mode, where pre-warmed instances serve
@@ -41,6 +45,7 @@ use crate::error::InvokeError;
 use crate::instance::Instance;
 use crate::limits::Limits;
 use crate::metrics::FunctionMetrics;
+use crate::service::Service;
 
 /// The worker-wide count of live instances; each [`Instance`] holds one [`Slot`].
 pub(crate) struct Slots {
@@ -84,12 +89,18 @@ impl Drop for Slot {
     }
 }
 
-/// What a call holds while it runs: its permit and, for a warm start, an instance. Dropping it
-/// (however the call ends) frees the permit and the busy count.
-pub(crate) struct Lease {
+/// A call's admission: one of its function's concurrency permits. Dropping it (however the call
+/// ends) frees the permit.
+pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
     /// Keeps the epoch ticking fast while the call runs.
     _running: Running,
+}
+
+/// What a wasi:http 0.2 call holds while it runs: its admission and, for a warm start, an
+/// instance. Dropping it frees the permit and the busy count.
+pub(crate) struct Lease {
+    _admission: Admission,
     busy: prometheus::IntGauge,
     pub(crate) instance: Option<Instance>,
 }
@@ -100,11 +111,26 @@ impl Drop for Lease {
     }
 }
 
+/// A live wasi:http 0.3 instance and what the pool tracks of it.
+struct ServiceEntry {
+    service: Arc<Service>,
+    /// Calls running on it now.
+    in_flight: u32,
+    /// Calls it has taken, counting those running.
+    calls: u32,
+    idle_since: Instant,
+}
+
 /// One function version's instances.
 pub(crate) struct Pool {
     permits: Arc<Semaphore>,
+    /// How many permits there are: `concurrency`, capped by what `max_instances` can serve.
+    permit_count: usize,
     queued: AtomicU32,
+    /// Warm wasi:http 0.2 instances, each serving one call at a time.
     idle: Mutex<Vec<Instance>>,
+    /// Live wasi:http 0.3 instances, idle or busy, least recently used first.
+    services: Mutex<Vec<ServiceEntry>>,
     limits: Limits,
     /// Set once a reused instance served a call: reuse works for this function.
     reuse_proven: AtomicBool,
@@ -119,12 +145,29 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(limits: Limits, metrics: FunctionMetrics, demand: Demand) -> Pool {
+    /// A pool for a function whose instances serve one call at a time (`concurrent` false: WASI
+    /// 0.1 and wasi:http 0.2) or up to `limits.instance_concurrency` (wasi:http 0.3).
+    pub(crate) fn new(
+        limits: Limits,
+        metrics: FunctionMetrics,
+        demand: Demand,
+        concurrent: bool,
+    ) -> Pool {
+        let per_instance = if concurrent {
+            limits.instance_concurrency.max(1)
+        } else {
+            1
+        };
+        let permit_count = limits.max_instances.map_or(limits.concurrency, |max| {
+            limits.concurrency.min(max.saturating_mul(per_instance))
+        }) as usize;
         Pool {
             demand,
-            permits: Arc::new(Semaphore::new(limits.concurrency as usize)),
+            permits: Arc::new(Semaphore::new(permit_count)),
+            permit_count,
             queued: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
+            services: Mutex::new(Vec::new()),
             fresh_only: AtomicBool::new(limits.reuse <= 1),
             drained: AtomicBool::new(false),
             topping_up: AtomicBool::new(false),
@@ -134,9 +177,8 @@ impl Pool {
         }
     }
 
-    /// Admits a call, waiting in the bounded queue if needed, and hands it a warm instance if
-    /// there is one.
-    pub(crate) async fn acquire(&self, function: &str) -> Result<Lease, InvokeError> {
+    /// Admits a call, waiting in the bounded queue if needed.
+    pub(crate) async fn admit(&self, function: &str) -> Result<Admission, InvokeError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.metrics.queue_wait.observe(0.0);
@@ -151,6 +193,15 @@ impl Pool {
                 permit
             }
         };
+        Ok(Admission {
+            _permit: permit,
+            _running: self.demand.running(),
+        })
+    }
+
+    /// Admits a wasi:http 0.2 call and hands it a warm instance if there is one.
+    pub(crate) async fn acquire(&self, function: &str) -> Result<Lease, InvokeError> {
+        let admission = self.admit(function).await?;
         let instance = {
             let mut idle = self.idle.lock().unwrap();
             // In fresh-instance mode only pre-warmed instances (never called) are in the pool.
@@ -166,8 +217,7 @@ impl Pool {
         }
         self.metrics.busy.inc();
         Ok(Lease {
-            _permit: permit,
-            _running: self.demand.running(),
+            _admission: admission,
             busy: self.metrics.busy.clone(),
             instance,
         })
@@ -239,6 +289,23 @@ impl Pool {
     /// Drops warm instances idle for longer than the function's `idle_timeout`, down to its
     /// `min_instances`.
     pub(crate) fn reap(&self, now: Instant) -> usize {
+        let expired_services = {
+            let mut services = self.services.lock().unwrap();
+            let idle = services.iter().filter(|e| e.in_flight == 0).count();
+            let keep = (self.limits.min_instances as usize).saturating_sub(services.len() - idle);
+            let mut expirable = idle.saturating_sub(keep);
+            let before = services.len();
+            // Least recently used first, so the minimum keeps the most recently used.
+            services.retain(|e| {
+                let expired = expirable > 0
+                    && e.in_flight == 0
+                    && now.duration_since(e.idle_since) >= self.limits.idle_timeout;
+                expirable -= usize::from(expired);
+                !expired
+            });
+            before - services.len()
+        };
+        self.metrics.idle.sub(expired_services as i64);
         let expired: Vec<Instance> = {
             let mut idle = self.idle.lock().unwrap();
             let keep = (self.limits.min_instances as usize).saturating_sub(self.busy());
@@ -251,11 +318,20 @@ impl Pool {
             idle.drain(..n).collect()
         };
         self.metrics.idle.sub(expired.len() as i64);
-        expired.len()
+        expired.len() + expired_services
     }
 
     /// When the longest-idle warm instance above the function's `min_instances` went idle.
     pub(crate) fn oldest_evictable(&self) -> Option<Instant> {
+        {
+            let services = self.services.lock().unwrap();
+            if !services.is_empty() {
+                return (services.len() > self.limits.min_instances as usize)
+                    .then(|| services.iter().find(|e| e.in_flight == 0))
+                    .flatten()
+                    .map(|e| e.idle_since);
+            }
+        }
         let idle = self.idle.lock().unwrap();
         let live = idle.len() + self.busy();
         (live > self.limits.min_instances as usize)
@@ -266,14 +342,21 @@ impl Pool {
     /// Drops the longest-idle warm instance to free its slot for another function.
     pub(crate) fn evict_oldest(&self) -> bool {
         let evicted = {
+            let mut services = self.services.lock().unwrap();
+            services
+                .iter()
+                .position(|e| e.in_flight == 0)
+                .map(|i| services.remove(i))
+                .is_some()
+        } || {
             let mut idle = self.idle.lock().unwrap();
-            (!idle.is_empty()).then(|| idle.remove(0))
+            (!idle.is_empty()).then(|| idle.remove(0)).is_some()
         };
-        if evicted.is_some() {
+        if evicted {
             self.metrics.idle.dec();
             self.metrics.evictions.inc();
         }
-        evicted.is_some()
+        evicted
     }
 
     /// Drops every warm instance (on delete or redeploy); busy ones finish and are dropped after.
@@ -282,16 +365,32 @@ impl Pool {
         self.drained.store(true, Ordering::Relaxed);
         let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
         self.metrics.idle.sub(dropped.len() as i64);
+        let services = std::mem::take(&mut *self.services.lock().unwrap());
+        let busy = services.iter().filter(|e| e.in_flight > 0).count();
+        self.metrics.busy.sub(busy as i64);
+        self.metrics.idle.sub((services.len() - busy) as i64);
     }
 
     /// Idle and busy instances.
     pub(crate) fn counts(&self) -> (usize, usize) {
+        let services = self.services.lock().unwrap();
+        if !services.is_empty() {
+            let busy = services.iter().filter(|e| e.in_flight > 0).count();
+            return (services.len() - busy, busy);
+        }
+        drop(services);
         (self.idle.lock().unwrap().len(), self.busy())
     }
 
-    /// Calls in progress, each on one instance.
+    /// Live instances: idle and busy.
+    fn live(&self) -> usize {
+        let (idle, busy) = self.counts();
+        idle + busy
+    }
+
+    /// wasi:http 0.2 calls in progress, each on one instance.
     fn busy(&self) -> usize {
-        self.limits.concurrency as usize - self.permits.available_permits()
+        self.permit_count - self.permits.available_permits()
     }
 
     /// How many instances short of `min_instances` the function is, if a top-up is not already
@@ -301,7 +400,7 @@ impl Pool {
         if min == 0 || self.drained.load(Ordering::Relaxed) {
             return 0;
         }
-        let short = min.saturating_sub(self.idle.lock().unwrap().len() + self.busy());
+        let short = min.saturating_sub(self.live());
         if short == 0 || self.topping_up.swap(true, Ordering::AcqRel) {
             return 0;
         }
@@ -312,6 +411,74 @@ impl Pool {
     pub(crate) fn add_prewarmed(&self, instance: Instance) {
         self.idle.lock().unwrap().push(instance);
         self.metrics.idle.inc();
+    }
+
+    /// Takes the most recently used wasi:http 0.3 instance that can take another call: calls are
+    /// packed onto few instances, and the rest go idle and age out.
+    pub(crate) fn checkout_service(&self) -> Option<Arc<Service>> {
+        let mut services = self.services.lock().unwrap();
+        let per_instance = self.limits.instance_concurrency.max(1);
+        let i = services
+            .iter()
+            .rposition(|e| e.in_flight < per_instance && e.calls < self.limits.reuse)?;
+        let mut entry = services.remove(i);
+        if entry.in_flight == 0 {
+            self.metrics.idle.dec();
+            self.metrics.busy.inc();
+        }
+        entry.in_flight += 1;
+        entry.calls += 1;
+        let service = entry.service.clone();
+        services.push(entry);
+        self.metrics.warm_starts.inc();
+        Some(service)
+    }
+
+    /// Adds a wasi:http 0.3 instance: started for a call (which is running on it) or pre-warmed.
+    pub(crate) fn add_service(&self, service: Arc<Service>, for_call: bool) {
+        let n = u32::from(for_call);
+        self.services.lock().unwrap().push(ServiceEntry {
+            service,
+            in_flight: n,
+            calls: n,
+            idle_since: Instant::now(),
+        });
+        if for_call {
+            self.metrics.busy.inc();
+        } else {
+            self.metrics.idle.inc();
+        }
+    }
+
+    /// Ends a call on a wasi:http 0.3 instance. `retire` takes the instance out of the pool (it
+    /// failed, or a call on it timed out); one that has served its `reuse` calls leaves when its
+    /// last call ends.
+    pub(crate) fn finish_service_call(&self, service: &Arc<Service>, retire: bool) {
+        let mut services = self.services.lock().unwrap();
+        let Some(i) = services
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.service, service))
+        else {
+            return;
+        };
+        let entry = &mut services[i];
+        entry.in_flight -= 1;
+        let now_idle = entry.in_flight == 0;
+        if now_idle {
+            entry.idle_since = Instant::now();
+        }
+        let remove = retire || (now_idle && entry.calls >= self.limits.reuse);
+        match (now_idle, remove) {
+            (true, false) => {
+                self.metrics.busy.dec();
+                self.metrics.idle.inc();
+            }
+            (_, true) => {
+                services.remove(i);
+                self.metrics.busy.dec();
+            }
+            (false, false) => {}
+        }
     }
 
     /// Ends a top-up started by [`Pool::start_top_up`].

@@ -44,6 +44,12 @@ pub struct Deploy {
     /// Instances kept live and ready even when idle (pre-warmed).
     #[arg(long)]
     min_instances: Option<u32>,
+    /// Most live instances [default: as many as --concurrency needs].
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Calls one wasi:http 0.3 instance takes at once (0.2 instances take one).
+    #[arg(long)]
+    instance_concurrency: Option<u32>,
     /// Calls per instance; 1 = a fresh instance per call.
     #[arg(long)]
     reuse: Option<u32>,
@@ -167,6 +173,12 @@ impl Deploy {
         }
         if let Some(min) = self.min_instances {
             manifest.scaling.min_instances = Some(min);
+        }
+        if let Some(max) = self.max_instances {
+            manifest.scaling.max_instances = Some(max);
+        }
+        if let Some(n) = self.instance_concurrency {
+            manifest.scaling.instance_concurrency = Some(n);
         }
         if let Some(reuse) = self.reuse {
             manifest.scaling.reuse = Some(reuse);

@@ -27,6 +27,8 @@ struct Function {
 
 #[derive(Deserialize)]
 struct Status {
+    #[serde(default)]
+    interface: String,
     instances_idle: usize,
     instances_busy: usize,
     cold_starts: u64,
@@ -48,16 +50,17 @@ impl List {
         }
         let functions: Vec<Function> = response.json().await?;
         println!(
-            "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8} {:>8}  LAST CALL",
-            "NAME", "VER", "ROUTE", "IDLE", "BUSY", "COLD", "WARM", "CALLS OK"
+            "{:<24} {:>4} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  LAST CALL",
+            "NAME", "VER", "ROUTE", "INTERFACE", "IDLE", "BUSY", "COLD", "WARM", "CALLS OK"
         );
         for f in functions {
             match f.status {
                 Some(s) => println!(
-                    "{:<24} {:>4} {:<24} {:>5} {:>5} {:>6} {:>8} {:>8}  {}",
+                    "{:<24} {:>4} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  {}",
                     f.name,
                     f.version,
                     f.route,
+                    s.interface,
                     s.instances_idle,
                     s.instances_busy,
                     s.cold_starts,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::support::{Wafer, error_of, get, guest, http};
+use crate::support::{Wafer, error_of, get, guest, http, status_of, wait_for_idle};
 
 /// A healthy function keeps answering next to a misbehaving one.
 async fn assert_hello_serves(wafer: &Wafer) {
@@ -244,35 +244,6 @@ async fn idle_instances_are_dropped_after_the_idle_timeout() {
     wait_for_idle(&wafer, "counter", 0).await;
     // Scaled to zero: the next call is a cold start on a fresh instance.
     assert_eq!(get(&wafer.url("/counter")).await.1, "1");
-}
-
-/// The function's `status` from the admin API.
-async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
-    let info: serde_json::Value = wafer
-        .admin(Method::GET, &format!("/_wafer/v1/functions/{function}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    info["status"].clone()
-}
-
-/// Waits until the function has `n` idle instances.
-async fn wait_for_idle(wafer: &Wafer, function: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_of(wafer, function).await;
-        if status["instances_idle"] == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{function}` never had {n} idle instances: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

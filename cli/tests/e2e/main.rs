@@ -7,6 +7,7 @@ mod errors;
 mod functions;
 mod hostile;
 mod limits;
+mod p3;
 mod queue;
 mod sandbox;
 mod support;

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::multipart::{Form, Part};
 
@@ -300,3 +300,35 @@ pub fn error_of(body: &str) -> String {
 }
 
 pub mod queues;
+
+/// The function's `status` from the admin API.
+pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
+    let info: serde_json::Value = wafer
+        .admin(
+            reqwest::Method::GET,
+            &format!("/_wafer/v1/functions/{function}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    info["status"].clone()
+}
+
+/// Waits until the function has `n` idle instances.
+pub async fn wait_for_idle(wafer: &Wafer, function: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(wafer, function).await;
+        if status["instances_idle"] == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{function}` never had {n} idle instances: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
