@@ -60,6 +60,15 @@ impl Compiled {
         }
     }
 
+    /// Bytes of machine code and data the compiled image holds in memory.
+    pub(crate) fn image_bytes(&self) -> usize {
+        let range = match self {
+            Compiled::Component(c) => c.image_range(),
+            Compiled::Module(m) => m.image_range(),
+        };
+        range.end as usize - range.start as usize
+    }
+
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
         match self {
             Compiled::Component(c) => c.serialize(),
@@ -244,6 +253,11 @@ impl Components {
         let compiled = self.compile(&bytes)?;
         self.store(digest, &bytes, &compiled)?;
         Ok(compiled)
+    }
+
+    /// Drops the in-memory copy of code (its artifact stays on disk for [`Components::load`]).
+    pub(crate) fn forget(&self, digest: &str) {
+        self.loaded.remove(digest);
     }
 
     /// Forgets and deletes every component whose digest is not in `live` and whose files are

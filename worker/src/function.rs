@@ -2,7 +2,7 @@
 //! instance, run the handler in its own task under the timeout, stream the response back, and
 //! return or discard the instance.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use http_body_util::BodyExt;
@@ -11,7 +11,7 @@ use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use crate::error::InvokeError;
+use crate::error::{DeployError, InvokeError};
 use crate::host::{AllowedHosts, Host};
 use crate::instance::Instance;
 use crate::limits::Limits;
@@ -61,7 +61,17 @@ pub(crate) struct Function {
     pub(crate) name: Arc<str>,
     pub(crate) version: u64,
     pub(crate) digest: String,
-    pub(crate) code: Code,
+    /// The pre-linked code; `None` once evicted after a long idle (see
+    /// `Shared::evict_idle_code`), until the next call loads it back from its on-disk artifact.
+    pub(crate) code: Mutex<Option<Code>>,
+    /// What the code exports (known also while it is evicted).
+    pub(crate) interface: &'static str,
+    /// Bytes of the code image while loaded.
+    pub(crate) code_bytes: usize,
+    /// Held while the code is being loaded back, so that concurrent calls load it once.
+    pub(crate) loading: tokio::sync::Mutex<()>,
+    /// Milliseconds since the Unix epoch when this version was installed.
+    pub(crate) installed_ms: u64,
     pub(crate) config: FunctionConfig,
     pub(crate) logs: Arc<LogSink>,
     pub(crate) pool: Pool,
@@ -88,14 +98,19 @@ impl Function {
         shared: &Arc<Shared>,
         request: Request,
     ) -> Result<Response, InvokeError> {
-        self.last_call_ms.store(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let pre = match &self.code {
+        self.last_call_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let code = match self.loaded_code() {
+            Some(code) => code,
+            None => match self.load_code(shared).await {
+                Ok(code) => code,
+                Err(e) => {
+                    self.metrics.failed(&e);
+                    return Err(e);
+                }
+            },
+        };
+        let pre = match &code {
             Code::Http(pre) => pre,
             Code::Service(pre) => return self.invoke_service(shared, pre, request).await,
             Code::Cgi(pre) => return crate::cgi::invoke(self, shared, pre, request).await,
@@ -245,12 +260,52 @@ async fn run(
 }
 
 impl Function {
+    /// The code, if it is in memory.
+    pub(crate) fn loaded_code(&self) -> Option<Code> {
+        self.code.lock().unwrap().clone()
+    }
+
+    /// Loads evicted code back: the on-disk artifact is mapped and linked again (milliseconds,
+    /// no compilation).
+    async fn load_code(self: &Arc<Self>, shared: &Arc<Shared>) -> Result<Code, InvokeError> {
+        let _loading = self.loading.lock().await;
+        if let Some(code) = self.loaded_code() {
+            return Ok(code);
+        }
+        let (from, digest) = (shared.clone(), self.digest.clone());
+        let loaded = tokio::task::spawn_blocking(move || from.load_code(&digest))
+            .await
+            .unwrap_or_else(|e| Err(DeployError::Internal(e.to_string())));
+        let code = loaded.map_err(|e| InvokeError::Instantiate {
+            function: self.name.to_string(),
+            reason: format!("loading its compiled code back failed: {e}"),
+        })?;
+        *self.code.lock().unwrap() = Some(code.clone());
+        shared.metrics.code_bytes.add(self.code_bytes as i64);
+        self.metrics.code_reloaded.inc();
+        tracing::debug!(function = %self.name, "compiled code loaded back");
+        Ok(code)
+    }
+
+    /// Drops the code from memory; returns whether it was loaded.
+    pub(crate) fn evict_code(&self) -> bool {
+        self.code.lock().unwrap().take().is_some()
+    }
+
+    /// When the function was last called, or installed if it never was (ms since the epoch).
+    pub(crate) fn last_used_ms(&self) -> u64 {
+        self.last_call_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(self.installed_ms)
+    }
+
     /// Tops the pool up to `min_instances` in the background, if it is short and no top-up is
     /// running. Pre-warming takes only free slots of the worker's budget: it never evicts.
     pub(crate) fn top_up(self: &Arc<Self>, shared: &Arc<Shared>) {
-        if matches!(self.code, Code::Cgi(_)) {
-            return;
-        }
+        let code = match self.loaded_code() {
+            Some(Code::Cgi(_)) | None => return,
+            Some(code) => code,
+        };
         let short = self.pool.start_top_up();
         if short == 0 {
             return;
@@ -269,7 +324,7 @@ impl Function {
                 };
                 let started = Instant::now();
                 let clock = shared.lanes.clock();
-                let warmed = match &function.code {
+                let warmed = match &code {
                     Code::Http(pre) => match Instance::start(&function, pre, slot, clock).await {
                         Ok(instance) => {
                             function
@@ -564,6 +619,14 @@ pub(crate) fn trap_reason(error: &wasmtime::Error) -> String {
     }
     let text = format!("{error:#}");
     text.lines().next().unwrap_or("").to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn clone_head(request: &Request) -> http::request::Parts {

@@ -96,6 +96,9 @@ pub struct FunctionStatus {
     pub digest: String,
     /// What the code exports: `wasi:http 0.2`, `wasi:http 0.3` or `wasi 0.1 command`.
     pub interface: &'static str,
+    /// Whether its compiled code is in memory (false: evicted after a long idle; the next call
+    /// loads it back from disk).
+    pub code_loaded: bool,
     pub instances_idle: usize,
     pub instances_busy: usize,
     /// Whether the function was switched to a fresh instance per call (reuse off or seen broken).
@@ -167,6 +170,24 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
     /// Where the worker registers its metrics.
     pub registry: prometheus::Registry,
+    /// Compiled code kept in memory, in bytes: above it, the code of functions idle for
+    /// `code_idle` (and with no instances) is dropped, least recently used first, and loaded
+    /// back from its on-disk artifact on the next call.
+    pub code_memory: u64,
+    pub code_idle: Duration,
+}
+
+impl WorkerConfig {
+    /// Settings with wafer's defaults: 512 MiB of code in memory, evicted after 10 minutes idle.
+    pub fn new(data_dir: PathBuf, registry: prometheus::Registry) -> WorkerConfig {
+        WorkerConfig {
+            data_dir,
+            engine: EngineConfig::default(),
+            registry,
+            code_memory: 512 << 20,
+            code_idle: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The in-process worker.
@@ -186,6 +207,8 @@ pub(crate) struct Shared {
     pub(crate) slots: Arc<Slots>,
     pub(crate) lanes: limits::Lanes,
     engine_config: EngineConfig,
+    code_memory: u64,
+    code_idle: Duration,
     pooling: bool,
     shutting_down: AtomicBool,
     pub(crate) ticker: engine::EpochTicker,
@@ -224,6 +247,8 @@ impl Worker {
             slots: Slots::new(config.engine.max_instances),
             lanes: limits::Lanes::for_this_machine(),
             engine_config: config.engine,
+            code_memory: config.code_memory,
+            code_idle: config.code_idle,
             pooling,
             shutting_down: AtomicBool::new(false),
             engine,
@@ -257,6 +282,64 @@ impl Shared {
                 function: function.to_string(),
                 slots: self.slots.max(),
             })
+    }
+
+    /// Loads a function's code back after it was evicted. Blocking.
+    fn load_code(&self, digest: &str) -> Result<Code, DeployError> {
+        self.link(&self.components.load(digest)?)
+    }
+
+    /// Drops from memory the compiled code of functions idle for `code_idle` with no instances,
+    /// least recently used first, until the code in memory fits `code_memory`. Functions with
+    /// `min_instances` keep theirs.
+    fn evict_idle_code(&self) -> usize {
+        let mut total = self.metrics.code_bytes.get().max(0) as u64;
+        if total <= self.code_memory {
+            return 0;
+        }
+        let now = function::now_ms();
+        let idle_ms = self.code_idle.as_millis() as u64;
+        let mut idle: Vec<Arc<Function>> = self
+            .functions
+            .iter()
+            .filter(|f| {
+                f.config.limits.min_instances == 0
+                    && now.saturating_sub(f.last_used_ms()) >= idle_ms
+                    && f.pool.counts() == (0, 0)
+            })
+            .map(|f| f.clone())
+            .collect();
+        idle.sort_by_key(|f| f.last_used_ms());
+        let mut evicted = 0;
+        for f in idle {
+            if total <= self.code_memory {
+                break;
+            }
+            if !f.evict_code() {
+                continue;
+            }
+            total = total.saturating_sub(f.code_bytes as u64);
+            self.metrics.code_bytes.sub(f.code_bytes as i64);
+            f.metrics.code_evicted.inc();
+            let shared_digest = self
+                .functions
+                .iter()
+                .any(|g| g.digest == f.digest && g.loaded_code().is_some());
+            if !shared_digest {
+                self.components.forget(&f.digest);
+            }
+            tracing::debug!(function = %f.name, bytes = f.code_bytes, "evicted idle compiled code");
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Accounts for a function version leaving (deleted or replaced).
+    fn retire(&self, function: &Function) {
+        function.pool.drain();
+        if function.evict_code() {
+            self.metrics.code_bytes.sub(function.code_bytes as i64);
+        }
     }
 
     /// Pre-links compiled code: resolves every import once, checks the exports.
@@ -339,6 +422,7 @@ impl Shared {
             }
         }
         let code = self.link(&compiled)?;
+        let code_bytes = compiled.image_bytes();
         let name: Arc<str> = Arc::from(deployment.name.as_str());
         let metrics = self.metrics.function(&name);
         let function = Arc::new(Function {
@@ -348,17 +432,22 @@ impl Shared {
                 self.ticker.demand(),
                 matches!(code, Code::Service(_)),
             ),
+            interface: code.interface(),
+            code: std::sync::Mutex::new(Some(code)),
+            code_bytes,
+            loading: tokio::sync::Mutex::new(()),
+            installed_ms: function::now_ms(),
             logs: self.logs.sink(&name),
             name: name.clone(),
             version: deployment.version,
             digest: deployment.digest,
-            code,
             config: deployment.config,
             metrics,
             last_call_ms: AtomicU64::new(0),
         });
+        self.metrics.code_bytes.add(code_bytes as i64);
         if let Some(old) = self.functions.insert(name, function.clone()) {
-            old.pool.drain();
+            self.retire(&old);
         }
         function.top_up(self);
         Ok(())
@@ -418,7 +507,7 @@ impl Backend for Worker {
         let Some((name, old)) = self.shared.functions.remove(function) else {
             return false;
         };
-        old.pool.drain();
+        self.shared.retire(&old);
         self.shared.logs.remove(&name);
         self.shared.metrics.remove(&name);
         true
@@ -431,7 +520,8 @@ impl Backend for Worker {
         Some(FunctionStatus {
             version: f.version,
             digest: f.digest.clone(),
-            interface: f.code.interface(),
+            interface: f.interface,
+            code_loaded: f.loaded_code().is_some(),
             instances_idle: idle,
             instances_busy: busy,
             fresh_instance_per_call: f.pool.fresh_only(),
@@ -516,7 +606,8 @@ async fn reap(shared: Weak<Shared>) {
             // Also retries a minimum that could not be reached (instance budget full).
             function.top_up(&shared);
         }
-        if dropped > 0 {
+        let evicted = shared.evict_idle_code();
+        if dropped > 0 || evicted > 0 {
             release_freed_heap();
         }
     }

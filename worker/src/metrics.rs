@@ -20,6 +20,9 @@ pub(crate) struct Metrics {
     instances: IntGaugeVec,
     throttled: IntCounterVec,
     evictions: IntCounterVec,
+    code: IntCounterVec,
+    /// Compiled code held in memory, worker-wide.
+    pub(crate) code_bytes: IntGauge,
 }
 
 /// Calls one instance served before it was dropped: 1 is a fresh instance per call, the top
@@ -108,6 +111,17 @@ impl Metrics {
                 ),
                 &["function"],
             )?,
+            code: IntCounterVec::new(
+                Opts::new(
+                    "wafer_code_total",
+                    "Compiled code dropped from memory after a long idle (evicted) and loaded back from its on-disk artifact (reloaded)",
+                ),
+                &["function", "event"],
+            )?,
+            code_bytes: IntGauge::new(
+                "wafer_code_bytes",
+                "Bytes of compiled code held in memory (the functions' code images)",
+            )?,
         };
         registry.register(Box::new(metrics.invocations.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
@@ -119,6 +133,8 @@ impl Metrics {
         registry.register(Box::new(metrics.instances.clone()))?;
         registry.register(Box::new(metrics.throttled.clone()))?;
         registry.register(Box::new(metrics.evictions.clone()))?;
+        registry.register(Box::new(metrics.code.clone()))?;
+        registry.register(Box::new(metrics.code_bytes.clone()))?;
         Ok(metrics)
     }
 
@@ -137,6 +153,8 @@ impl Metrics {
             busy: self.instances.with_label_values(&[name, "busy"]),
             throttled: self.throttled.with_label_values(&[name]),
             evictions: self.evictions.with_label_values(&[name]),
+            code_evicted: self.code.with_label_values(&[name, "evicted"]),
+            code_reloaded: self.code.with_label_values(&[name, "reloaded"]),
         }
     }
 
@@ -167,6 +185,8 @@ impl Metrics {
         let _ = self.instances.remove_label_values(&[name, "busy"]);
         let _ = self.throttled.remove_label_values(&[name]);
         let _ = self.evictions.remove_label_values(&[name]);
+        let _ = self.code.remove_label_values(&[name, "evicted"]);
+        let _ = self.code.remove_label_values(&[name, "reloaded"]);
     }
 }
 
@@ -186,6 +206,8 @@ pub(crate) struct FunctionMetrics {
     pub(crate) busy: IntGauge,
     pub(crate) throttled: IntCounter,
     pub(crate) evictions: IntCounter,
+    pub(crate) code_evicted: IntCounter,
+    pub(crate) code_reloaded: IntCounter,
 }
 
 impl FunctionMetrics {

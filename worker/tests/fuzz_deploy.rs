@@ -29,13 +29,12 @@ const COMPONENT: &str = r#"
 fn worker(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Worker {
     let _guard = runtime.enter();
     Worker::new(WorkerConfig {
-        data_dir: dir.to_path_buf(),
         engine: EngineConfig {
             max_instances: 4,
             max_memory: 64 << 20,
             pooling: false,
         },
-        registry: prometheus::Registry::new(),
+        ..WorkerConfig::new(dir.to_path_buf(), prometheus::Registry::new())
     })
     .unwrap()
 }

@@ -35,6 +35,13 @@ pub struct Up {
     /// Largest component upload accepted by the admin API, e.g. 128MiB.
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     max_upload: u64,
+    /// Compiled code kept in memory; above it, code of functions idle for --code-idle is dropped
+    /// (least recently used first) and loaded back from disk on their next call.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    code_memory: u64,
+    /// How long a function must go uncalled, with no instances, before its code may be dropped.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    code_idle: Duration,
     /// Largest request body passed to a function, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_body: u64,
@@ -78,12 +85,13 @@ impl Up {
 
         let registry = prometheus::Registry::new();
         let worker = Worker::new(WorkerConfig {
-            data_dir: self.data.clone(),
             engine: EngineConfig {
                 max_instances: self.max_instances,
                 ..EngineConfig::default()
             },
-            registry: registry.clone(),
+            code_memory: self.code_memory,
+            code_idle: self.code_idle,
+            ..WorkerConfig::new(self.data.clone(), registry.clone())
         })
         .context("failed to start the worker")?;
         let gateway = Gateway::open(

@@ -57,7 +57,9 @@ async fn bad_components_are_refused_with_the_reason_and_nothing_is_stored() {
     let (status, error) = refused(&wafer, "empty", empty, "").await;
     assert_eq!(status, 400);
     assert!(
-        error.contains("does not export `wasi:http/incoming-handler`"),
+        error.contains(
+            "exports neither `wasi:http/incoming-handler` (0.2.x) nor `wasi:http/handler` (0.3.x)"
+        ),
         "{error}"
     );
     assert!(error.contains("exports nothing"), "{error}");

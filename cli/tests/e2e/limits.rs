@@ -331,3 +331,64 @@ async fn min_instances_are_pre_warmed_kept_when_idle_and_back_after_a_restart() 
     let body = response.text().await.unwrap();
     assert!(error_of(&body).contains("scaling.min_instances"), "{body}");
 }
+
+/// The value of `wafer_code_total` for one function and event.
+async fn code_events(wafer: &Wafer, function: &str, event: &str) -> f64 {
+    let text = http()
+        .get(wafer.url("/_wafer/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("wafer_code_total{"))
+        .filter(|l| l.contains(&format!("function=\"{function}\"")))
+        .filter(|l| l.contains(&format!("event=\"{event}\"")))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn idle_code_is_evicted_under_the_memory_budget_and_loaded_back_on_the_next_call() {
+    // No room for code at all: whatever is idle for a second with no instances is evicted.
+    let wafer = Wafer::start_with(&["--code-memory", "0", "--code-idle", "1s"]);
+    let quick = "[scaling]\nidle_timeout = \"1s\"";
+    wafer.deploy_ok("hello", &guest("hello"), quick).await;
+    wafer.deploy_ok("svc", &guest("p3"), quick).await;
+    wafer
+        .deploy_ok("kept", &guest("hello"), "[scaling]\nmin_instances = 1")
+        .await;
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    assert_eq!(get(&wafer.url("/svc")).await.0, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for function in ["hello", "svc"] {
+        loop {
+            let status = status_of(&wafer, function).await;
+            if status["code_loaded"] == false {
+                assert_eq!(status["instances_idle"], 0, "{status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "code never evicted: {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(code_events(&wafer, function, "evicted").await, 1.0);
+    }
+    // A function kept warm by min_instances keeps its code.
+    let kept = status_of(&wafer, "kept").await;
+    assert_eq!(kept["code_loaded"], true, "{kept}");
+
+    // The next call loads the code back from its on-disk artifact (and cold-starts).
+    let (code, body) = get(&wafer.url("/hello")).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get(&wafer.url("/svc")).await;
+    assert_eq!(code, 200, "{body}");
+    for function in ["hello", "svc"] {
+        let status = status_of(&wafer, function).await;
+        assert_eq!(status["code_loaded"], true, "{status}");
+        assert_eq!(status["cold_starts"], 2, "{status}");
+        assert_eq!(code_events(&wafer, function, "reloaded").await, 1.0);
+    }
+}
