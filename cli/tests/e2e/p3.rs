@@ -162,3 +162,35 @@ async fn max_instances_caps_live_instances_and_extra_calls_wait() {
     assert_eq!(status["cold_starts"], 2, "{status}");
     assert_eq!(status["invocations_ok"], 6, "{status}");
 }
+
+#[tokio::test]
+async fn the_hello_p3_example_deploys_with_the_cli_and_answers_like_hello() {
+    let wafer = Wafer::start();
+    guest("hello-p3");
+    let out = wafer.cli(&["deploy", "examples/hello-p3"]);
+    assert!(
+        out.status.success(),
+        "deploying examples/hello-p3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = get(&wafer.url("/hello-p3")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "Hello from wafer! (GET /hello-p3)\n");
+
+    // A large body is echoed back, streaming both ways.
+    let payload: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    let response = http()
+        .post(wafer.url("/hello-p3/echo"))
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.bytes().await.unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "the echoed body differs");
+
+    let logs = wafer.logs("hello-p3").await;
+    assert!(logs.contains("GET /hello-p3"), "{logs}");
+    assert!(logs.contains("POST /hello-p3/echo"), "{logs}");
+}
