@@ -1,6 +1,7 @@
 //! wafer against `wasmtime serve` on the same hello component, with a plain axum hello server as
 //! the ceiling: throughput, latency and server CPU per request (server pinned to one core, wrk
-//! to the other), cold starts, deploy and restart times, and memory with many functions.
+//! to the other), cold starts, deploy and restart times, and memory with many functions; then
+//! the same for the wasi:http 0.3 hello, whose instances take many calls at once.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -32,7 +33,7 @@ pub struct Serve {
     /// The peer: `wasmtime` at the version wafer embeds.
     #[arg(long, default_value = "target/peer/bin/wasmtime")]
     wasmtime: PathBuf,
-    /// Only these parts (default: all of throughput, cold, deploy, memory).
+    /// Only these parts (default: all of throughput, cold, deploy, memory, p3).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the throughput chart.
@@ -41,6 +42,8 @@ pub struct Serve {
 }
 
 const HELLO: &str = "target/guests/wasm32-wasip2/release/hello.wasm";
+/// The same hello as a wasi:http 0.3 service (`examples/hello-p3`).
+const HELLO_P3: &str = "target/guests/wasm32-wasip2/release/hello_p3.wasm";
 /// The server's core and the load generator's.
 const SERVER_CPU: &str = "0";
 const CLIENT_CPU: &str = "1";
@@ -79,8 +82,114 @@ impl Serve {
             deploy_and_restart(&wafer_bin, &hello).await?;
         }
         if part("memory") {
-            self.memory(&wafer_bin, &hello).await?;
+            self.memory(&wafer_bin, &hello, "hello (wasi:http 0.2)")
+                .await?;
         }
+        if part("p3") {
+            let hello_p3 = root.join(HELLO_P3);
+            self.p3_throughput(&wafer_bin, &wasmtime, &hello_p3).await?;
+            self.p3_cold(&wafer_bin, &wasmtime, &hello_p3).await?;
+            let deploy =
+                deploy_to_200(&Wafer::start(&wafer_bin, &[])?, "hello-p3", &hello_p3).await?;
+            println!(
+                "\n| hello-p3: deploy -> first 200, new component (compiles) | {} |",
+                ms(deploy)
+            );
+            self.memory(&wafer_bin, &hello_p3, "hello-p3 (wasi:http 0.3)")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// 5. Throughput of the wasi:http 0.3 hello: wafer (16 calls at once per instance) against
+    /// `wasmtime serve` with its 0.3 defaults (128 calls per instance, 16 at once).
+    async fn p3_throughput(
+        &self,
+        wafer_bin: &Path,
+        wasmtime: &Path,
+        hello_p3: &Path,
+    ) -> anyhow::Result<()> {
+        let mut runs = Vec::new();
+        {
+            let data = tempfile::tempdir()?;
+            let wafer = Wafer::start_in(wafer_bin, data.path(), &[], Some(SERVER_CPU))?;
+            wafer.deploy("hello-p3", hello_p3, "").await?;
+            let url = format!("{}/hello-p3", wafer.url);
+            runs.extend(
+                self.measure("wafer hello-p3 (16 calls per instance)", &url, wafer.pid())
+                    .await?,
+            );
+        }
+        {
+            let port = free_port()?;
+            let mut command = Command::new("taskset");
+            command
+                .args(["-c", SERVER_CPU])
+                .arg(wasmtime)
+                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(hello_p3);
+            let server = Server::spawn(command, port).await?;
+            runs.extend(
+                self.measure(
+                    "wasmtime serve hello-p3 (default: 128 calls per instance, 16 at once)",
+                    &server.url,
+                    server.pid(),
+                )
+                .await?,
+            );
+        }
+        println!("\n### hello-p3 (wasi:http 0.3): server pinned to one core, wrk on the other\n");
+        print_runs(&runs);
+        let rps = |server: &str, c: u32| {
+            runs.iter()
+                .find(|r| r.server.starts_with(server) && r.connections == c)
+                .map_or(f64::NAN, |r| r.rps)
+        };
+        let cells: Vec<String> = self
+            .connections
+            .iter()
+            .map(|&c| format!("c={c}: {:.2}x", rps("wafer", c) / rps("wasmtime", c)))
+            .collect();
+        println!("\nwafer / wasmtime serve (req/s): {}", cells.join(", "));
+        Ok(())
+    }
+
+    /// Cold starts of the wasi:http 0.3 hello: a fresh instance for every call.
+    async fn p3_cold(
+        &self,
+        wafer_bin: &Path,
+        wasmtime: &Path,
+        hello_p3: &Path,
+    ) -> anyhow::Result<()> {
+        let wafer = Wafer::start(wafer_bin, &[])?;
+        wafer
+            .deploy("fresh", hello_p3, "[scaling]\nreuse = 1")
+            .await?;
+        let wafer_cold =
+            sequential_latencies(&format!("{}/fresh", wafer.url), 1, self.cold_trials).await?;
+        let port = free_port()?;
+        let mut command = Command::new(wasmtime);
+        command
+            .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--max-instance-reuse-count", "1"])
+            .arg(hello_p3);
+        let server = Server::spawn(command, port).await?;
+        let serve_cold = sequential_latencies(&server.url, 1, self.cold_trials).await?;
+        println!("\n### hello-p3 cold start: a call on a fresh instance, end to end, sequential\n");
+        println!("| server | p50 | p99 |");
+        println!("|---|---:|---:|");
+        println!(
+            "| wafer (`reuse = 1`) | {} | {} |",
+            ms(wafer_cold.0),
+            ms(wafer_cold.1)
+        );
+        println!(
+            "| wasmtime serve --max-instance-reuse-count 1 | {} | {} |",
+            ms(serve_cold.0),
+            ms(serve_cold.1)
+        );
         Ok(())
     }
 
@@ -202,13 +311,32 @@ impl Serve {
         Ok(runs)
     }
 
-    /// 4. Memory with many functions.
-    async fn memory(&self, wafer_bin: &Path, hello: &Path) -> anyhow::Result<()> {
-        let wafer = Wafer::start(wafer_bin, &["--max-instances", "2000"])?;
+    /// 4. Memory with many functions: deployed and idle, warm, scaled to zero, and with their
+    /// compiled code evicted; then the first call to a function whose code was evicted.
+    async fn memory(&self, wafer_bin: &Path, component: &Path, label: &str) -> anyhow::Result<()> {
+        // Code is evicted only once a function has been idle this long with no instances.
+        let code_idle = Duration::from_secs(20);
+        let wafer = Wafer::start(
+            wafer_bin,
+            &[
+                "--max-instances",
+                "2000",
+                "--code-memory",
+                "0",
+                "--code-idle",
+                "20s",
+            ],
+        )?;
         let before = wafer.rss();
         let manifest = "[scaling]\nidle_timeout = \"3s\"";
+        let deploying = Instant::now();
         for i in 0..self.functions {
-            wafer.deploy(&format!("m{i}"), hello, manifest).await?;
+            wafer.deploy(&format!("m{i}"), component, manifest).await?;
+        }
+        if deploying.elapsed() + Duration::from_secs(1) >= code_idle {
+            bail!(
+                "deploying took longer than the code idle time; the idle RSS would include evictions"
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = wafer.rss();
@@ -218,6 +346,7 @@ impl Serve {
             async move { request.await.map(|r| r.status().is_success()) }
         });
         let answered = futures::future::join_all(calls).await;
+        let called = Instant::now();
         let failed = answered.iter().filter(|r| !matches!(r, Ok(true))).count();
         let warm = wafer.rss();
         let live = wafer
@@ -229,8 +358,27 @@ impl Serve {
         let left = wafer
             .metric("wafer_instances{function=\"m0\",state=\"idle\"}")
             .await?;
+        // Then, once idle for `code_idle`, their compiled code.
+        tokio::time::sleep((code_idle + Duration::from_secs(3)).saturating_sub(called.elapsed()))
+            .await;
+        let code_left = wafer.metric("wafer_code_bytes").await?;
+        let evicted = wafer.rss();
+        let mut reloads = Vec::new();
+        for i in 0..100.min(self.functions) {
+            let started = Instant::now();
+            let response = client.get(format!("{}/m{i}", wafer.url)).send().await?;
+            if !response.status().is_success() {
+                bail!(
+                    "m{i} answered {} after its code was evicted",
+                    response.status()
+                );
+            }
+            response.bytes().await?;
+            reloads.push(started.elapsed());
+        }
+        reloads.sort();
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
-        println!("\n### Memory (RSS of the wafer process)\n");
+        println!("\n### Memory (RSS of the wafer process), {label}\n");
         println!("| state | RSS |");
         println!("|---|---:|");
         println!("| started, nothing deployed | {} |", mib(before));
@@ -248,6 +396,17 @@ impl Serve {
             "| after every function scaled to zero (m0 idle instances: {left}) | {} ({:+.1}% vs deployed and idle) |",
             mib(after),
             (after as f64 / idle as f64 - 1.0) * 100.0
+        );
+        println!(
+            "| after their compiled code was evicted too ({code_left} bytes of code left) | {} ({:+.1}% vs deployed and idle) |",
+            mib(evicted),
+            (evicted as f64 / idle as f64 - 1.0) * 100.0
+        );
+        println!(
+            "| first call with the code evicted (loaded back from disk, cold start): p50 / p99 of {} | {} / {} |",
+            reloads.len(),
+            ms(reloads[reloads.len() / 2]),
+            ms(reloads[reloads.len() * 99 / 100])
         );
         Ok(())
     }
@@ -416,6 +575,11 @@ fn us(d: Duration) -> String {
 
 fn print_throughput(runs: &[Run]) {
     println!("### hello: server pinned to one core, wrk (1 thread) on the other\n");
+    print_runs(runs);
+    ratios(runs);
+}
+
+fn print_runs(runs: &[Run]) {
     println!("| server | connections | req/s | p50 | p99 | server CPU / request |");
     println!("|---|---:|---:|---:|---:|---:|");
     for r in runs {
@@ -429,6 +593,9 @@ fn print_throughput(runs: &[Run]) {
             us(r.cpu)
         );
     }
+}
+
+fn ratios(runs: &[Run]) {
     let rps = |server: &str, c: u32| {
         runs.iter()
             .find(|r| r.server.starts_with(server) && r.connections == c)

@@ -220,6 +220,18 @@ impl WasiHttpHooks for OutboundPolicy {
             ))
         })
     }
+
+    /// A guest may run this many writes ahead of the client. With wasi:http's default of one, a
+    /// guest blocks on every write until hyper takes the chunk, so even a small response costs
+    /// a round trip through the scheduler per write, and its head, body and end leave as
+    /// separate packets. Four writes of at most 64 KiB bound what one response buffers.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        4
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        64 << 10
+    }
 }
 
 #[cfg(test)]

@@ -468,7 +468,7 @@ impl Backend for Worker {
                 return Err(InvokeError::ShuttingDown);
             }
             match found {
-                Some(function) => function.invoke(&shared, request).await,
+                Some(function) => Ok(gather(function.invoke(&shared, request).await?).await),
                 None => Err(InvokeError::NotFound(missing.unwrap_or_default())),
             }
         })
@@ -571,6 +571,61 @@ impl Backend for Worker {
             .map_err(|e| DeployError::Internal(format!("cleanup task failed: {e}")))?
         })
     }
+}
+
+/// How long a response head waits for its body.
+const GATHER_WAIT: Duration = Duration::from_millis(1);
+/// Body bytes gathered before the head is sent.
+const GATHER_BYTES: usize = 64 << 10;
+
+/// Gathers the start of a response body (for up to [`GATHER_WAIT`] and [`GATHER_BYTES`]), so
+/// that the head and a short body leave in one write, with a `Content-Length` when the body is
+/// complete. A guest sets its response head before it writes the body; sent as they come, head,
+/// chunk and end of a small response are three writes, and on a loopback or LAN connection each
+/// costs a packet and wakes the client. A body that takes longer streams as before.
+async fn gather(response: Response) -> Response {
+    use futures::StreamExt;
+    let (parts, mut body) = response.into_parts();
+    let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    let mut frames = Vec::new();
+    let mut size = 0;
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_elapsed) => break false,
+            Ok(None) => break true,
+            Ok(Some(Ok(frame))) => {
+                size += frame.data_ref().map_or(0, |d| d.len());
+                frames.push(Ok(frame));
+                if size >= GATHER_BYTES {
+                    break false;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                frames.push(Err(e));
+                break true;
+            }
+        }
+    };
+    if frames.is_empty() && !ended {
+        return Response::from_parts(parts, body);
+    }
+    if ended && frames.iter().all(|f| f.as_ref().is_ok_and(|f| f.is_data())) {
+        let mut bytes = bytes::BytesMut::with_capacity(size);
+        for frame in frames.into_iter().flatten() {
+            if let Ok(data) = frame.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        return Response::from_parts(parts, full_body(bytes.freeze()));
+    }
+    let gathered = futures::stream::iter(frames);
+    let body = if ended {
+        http_body_util::StreamBody::new(gathered.boxed())
+    } else {
+        let rest = http_body_util::BodyStream::new(body);
+        http_body_util::StreamBody::new(gathered.chain(rest).boxed())
+    };
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Drops expired warm instances once a second, until the worker is gone.
