@@ -101,8 +101,8 @@ impl Serve {
         Ok(())
     }
 
-    /// 5. Throughput of the wasi:http 0.3 hello: wafer (16 calls at once per instance) against
-    /// `wasmtime serve` with its 0.3 defaults (128 calls per instance, 16 at once).
+    /// Part 5, throughput of the wasi:http 0.3 hello: wafer (16 calls at once per instance)
+    /// against `wasmtime serve` with its 0.3 defaults (128 calls per instance, 16 at once).
     async fn p3_throughput(
         &self,
         wafer_bin: &Path,
@@ -311,8 +311,8 @@ impl Serve {
         Ok(runs)
     }
 
-    /// 4. Memory with many functions: deployed and idle, warm, scaled to zero, and with their
-    /// compiled code evicted; then the first call to a function whose code was evicted.
+    /// Part 4, memory with many functions: deployed and idle, warm, scaled to zero, and with
+    /// their compiled code evicted; then the first call to a function whose code was evicted.
     async fn memory(&self, wafer_bin: &Path, component: &Path, label: &str) -> anyhow::Result<()> {
         // Code is evicted only once a function has been idle this long with no instances.
         let code_idle = Duration::from_secs(20);
