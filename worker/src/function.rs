@@ -1,8 +1,12 @@
 //! A deployed function version and how one call runs on it: admit, check out or start an
-//! instance, run the handler in its own task under the timeout, stream the response back, and
-//! return or discard the instance.
+//! instance, run the handler under the timeout (inline, and in a task of its own only if it is
+//! still writing its body when it answers), stream the response back, and return or discard the
+//! instance.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use http_body_util::BodyExt;
@@ -124,9 +128,9 @@ impl Function {
                     return Err(e);
                 }
             };
-            let (respond, response) = oneshot::channel();
+            let (respond, mut response) = oneshot::channel();
             let (finished, done) = oneshot::channel();
-            let task = tokio::spawn(run(
+            let mut call = Call::new(run(
                 self.clone(),
                 pre.clone(),
                 shared.clone(),
@@ -135,7 +139,25 @@ impl Function {
                 respond,
                 finished,
             ));
-            match response.await {
+            // The call runs right here until it answers. Most calls finish within that poll,
+            // body and all, and need no task of their own; one still writing its body when the
+            // head arrives goes on in a task.
+            let first = std::future::poll_fn(|cx| {
+                if let Poll::Ready(outcome) = Pin::new(&mut call).poll(cx) {
+                    return Poll::Ready(First::Finished(outcome));
+                }
+                Pin::new(&mut response).poll(cx).map(First::Answered)
+            })
+            .await;
+            let answer = match first {
+                First::Finished(outcome) => response.try_recv().map_err(|_| outcome),
+                First::Answered(Ok(answer)) => {
+                    call.detach();
+                    Ok(answer)
+                }
+                First::Answered(Err(_)) => Err(call.await),
+            };
+            match answer {
                 Ok(Ok(response)) => {
                     return Ok(response.map(|body| Completed::new(body, done).boxed_unsync()));
                 }
@@ -145,35 +167,82 @@ impl Function {
                         reason: format!("{code:?}"),
                     });
                 }
-                // No response: the task's outcome says why.
-                Err(_) => match task.await {
+                // No response: the call's outcome says why.
+                Err(Ok(Outcome::Ok)) => {
                     // Unreachable in practice: a call that ends well has responded.
-                    Ok(Outcome::Ok) => {
-                        return Err(InvokeError::NoResponse {
-                            function: self.name.to_string(),
-                        });
-                    }
-                    Ok(Outcome::Failed {
-                        replay: Some(parts),
-                        ..
-                    }) => {
-                        request = Request::from_parts(*parts, crate::empty_body());
-                    }
-                    Ok(Outcome::Failed { error, .. }) => return Err(error),
-                    Err(join) => {
-                        return Err(InvokeError::Trap {
-                            function: self.name.to_string(),
-                            reason: format!("the call's task failed: {join}"),
-                        });
-                    }
-                },
+                    return Err(InvokeError::NoResponse {
+                        function: self.name.to_string(),
+                    });
+                }
+                Err(Ok(Outcome::Failed {
+                    replay: Some(parts),
+                    ..
+                })) => {
+                    request = Request::from_parts(*parts, crate::empty_body());
+                }
+                Err(Ok(Outcome::Failed { error, .. })) => return Err(error),
+                Err(Err(_panic)) => {
+                    return Err(InvokeError::Trap {
+                        function: self.name.to_string(),
+                        reason: "the call failed inside wafer (a bug: see the server log)"
+                            .to_string(),
+                    });
+                }
             }
         }
     }
 }
 
-/// The task behind one call attempt. Owns the instance for the call's whole life, including the
-/// part of the body the guest writes after setting the response head.
+/// What happened first to a call running inline: it finished, or it answered.
+enum First {
+    Finished(std::thread::Result<Outcome>),
+    Answered(Result<crate::instance::GuestResponse, oneshot::error::RecvError>),
+}
+
+/// One call attempt, polled inline by the caller. Detached (spawned to run to completion) when
+/// the caller stops polling it before it finished: once it has answered, or when the caller
+/// goes away (a client that hangs up does not cut a call short, as on Lambda). A panic inside it
+/// is caught and reported instead of taking the connection down.
+struct Call(Option<Pin<Box<dyn Future<Output = std::thread::Result<Outcome>> + Send>>>);
+
+impl Call {
+    fn new(call: impl Future<Output = Outcome> + Send + 'static) -> Call {
+        use futures::FutureExt;
+        Call(Some(Box::pin(
+            std::panic::AssertUnwindSafe(call).catch_unwind(),
+        )))
+    }
+
+    fn detach(mut self) {
+        if let Some(call) = self.0.take() {
+            tokio::spawn(call);
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = std::thread::Result<Outcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let Some(call) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let outcome = std::task::ready!(call.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            tokio::spawn(call);
+        }
+    }
+}
+
+/// One call attempt. Owns the instance for the call's whole life, including the part of the body
+/// the guest writes after setting the response head.
 async fn run(
     function: Arc<Function>,
     pre: ProxyPre<Host>,

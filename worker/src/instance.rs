@@ -87,7 +87,14 @@ impl Instance {
         let responded = self.responded.clone();
         let outparam = http.new_response_outparam_from_callback(move |response| {
             responded.store(true, Ordering::Relaxed);
-            let _ = respond.send(response);
+            if let Err(Ok(unwanted)) = respond.send(response) {
+                // The caller went away (a client that hung up): drain the body so that the guest
+                // can still finish its call, as it would on Lambda.
+                tokio::spawn(async move {
+                    let mut body = unwanted.into_body();
+                    while let Some(Ok(_)) = body.frame().await {}
+                });
+            }
         })?;
         let result = self
             .proxy

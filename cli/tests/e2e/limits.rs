@@ -392,3 +392,30 @@ async fn idle_code_is_evicted_under_the_memory_budget_and_loaded_back_on_the_nex
         assert_eq!(code_events(&wafer, function, "reloaded").await, 1.0);
     }
 }
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_still_runs_to_completion() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("sleep", &guest("sleep"), "").await;
+    // The client gives up long before the guest answers.
+    let hung_up = http()
+        .get(wafer.url("/sleep?ms=800"))
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(hung_up.is_err());
+    // The call still finishes, and its instance goes back to the pool.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(&wafer, "sleep").await;
+        if status["invocations_ok"] == 1 {
+            assert_eq!(status["instances_idle"], 1, "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call never finished: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

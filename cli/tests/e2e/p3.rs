@@ -34,11 +34,12 @@ async fn a_0_3_instance_takes_concurrent_calls_up_to_its_limit() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(counters(&body), (1, 1));
 
-    // Eight calls that each wait 500 ms without blocking their instance: two per instance, so
-    // the warm instance takes two and three more start.
+    // Eight calls that each wait 2 s (so that all overlap, even on a busy machine) without
+    // blocking their instance: two per instance, so the warm instance takes two and three more
+    // start.
     let calls: Vec<_> = (0..8)
         .map(|_| {
-            let url = wafer.url("/svc?ms=500");
+            let url = wafer.url("/svc?ms=2000");
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
@@ -57,7 +58,7 @@ async fn a_0_3_instance_takes_concurrent_calls_up_to_its_limit() {
 
     // The guest's stdout reaches the function's log.
     let logs = wafer.logs("svc").await;
-    assert!(logs.contains("waited 500 ms"), "{logs}");
+    assert!(logs.contains("waited 2000 ms"), "{logs}");
 
     // `wafer list` says what the function exports.
     let list = wafer.cli(&["list"]);
@@ -71,7 +72,7 @@ async fn sixteen_concurrent_calls_share_one_0_3_instance_by_default() {
     wafer.deploy_ok("svc", &guest("p3"), "").await;
     let calls: Vec<_> = (0..16)
         .map(|_| {
-            let url = wafer.url("/svc?ms=500");
+            let url = wafer.url("/svc?ms=1500");
             tokio::spawn(async move { get(&url).await })
         })
         .collect();
