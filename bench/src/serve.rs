@@ -352,6 +352,9 @@ impl Serve {
         let live = wafer
             .metric("wafer_instances{function=\"m0\",state=\"idle\"}")
             .await?;
+        // Close the thousand client connections, so that what follows measures the functions,
+        // not open keep-alive connections (the server would close them after 10 s idle).
+        drop(client);
         // The reaper drops them after the idle timeout.
         tokio::time::sleep(Duration::from_secs(6)).await;
         let after = wafer.rss();
@@ -361,8 +364,10 @@ impl Serve {
         // Then, once idle for `code_idle`, their compiled code.
         tokio::time::sleep((code_idle + Duration::from_secs(3)).saturating_sub(called.elapsed()))
             .await;
-        let code_left = wafer.metric("wafer_code_bytes").await?;
+        // RSS first: a metrics scrape of a thousand functions allocates megabytes of text.
         let evicted = wafer.rss();
+        let code_left = wafer.metric("wafer_code_bytes").await?;
+        let client = reqwest::Client::new();
         let mut reloads = Vec::new();
         for i in 0..100.min(self.functions) {
             let started = Instant::now();
