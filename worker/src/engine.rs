@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -108,6 +108,10 @@ pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), Work
     Ok((engine, false))
 }
 
+/// After the last call ends, the ticker keeps its fast pace this long before it idles: calls
+/// that follow one another (a client calling in a loop) then never pay for waking it.
+const LINGER: Duration = Duration::from_millis(50);
+
 /// While idle, how often the epoch still advances: a backstop for any guest code running outside
 /// a [`Running`] guard, at a cost of ten wake-ups a second.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -161,11 +165,20 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("wafer-epoch".into())
             .spawn(move || {
+                let mut fast_until = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
                     if state.running.load(Ordering::Acquire) > 0 {
+                        fast_until = Instant::now() + LINGER;
+                    }
+                    if Instant::now() < fast_until {
                         std::thread::sleep(EPOCH_TICK);
                     } else {
                         std::thread::park_timeout(IDLE_TICK);
+                        if state.running.load(Ordering::Acquire) > 0 {
+                            // Woken by a call that just started: its first tick is a full tick
+                            // away, not now (an early tick would make it yield at once).
+                            continue;
+                        }
                     }
                     match weak.upgrade() {
                         Some(engine) => engine.increment_epoch(),
