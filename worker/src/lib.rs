@@ -644,6 +644,7 @@ fn release_freed_heap() {
 async fn reap(shared: Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut freed_last_round = false;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
@@ -662,8 +663,11 @@ async fn reap(shared: Weak<Shared>) {
             function.top_up(&shared);
         }
         let evicted = shared.evict_idle_code();
-        if dropped > 0 || evicted > 0 {
+        // Again on the next round: a wasi:http 0.3 instance's store is dropped by its driver
+        // task a moment after the pool lets go of it.
+        if dropped > 0 || evicted > 0 || freed_last_round {
             release_freed_heap();
         }
+        freed_last_round = dropped > 0 || evicted > 0;
     }
 }
