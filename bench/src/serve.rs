@@ -76,7 +76,15 @@ impl Serve {
             self.throughput(&wafer_bin, &wasmtime, &hello).await?;
         }
         if part("cold") {
-            self.cold(&wafer_bin, &wasmtime, &hello).await?;
+            self.cold(
+                "hello",
+                &wafer_bin,
+                &wasmtime,
+                &hello,
+                &[],
+                "wasmtime serve (default)",
+            )
+            .await?;
         }
         if part("deploy") {
             deploy_and_restart(&wafer_bin, &hello).await?;
@@ -88,7 +96,15 @@ impl Serve {
         if part("p3") {
             let hello_p3 = root.join(HELLO_P3);
             self.p3_throughput(&wafer_bin, &wasmtime, &hello_p3).await?;
-            self.p3_cold(&wafer_bin, &wasmtime, &hello_p3).await?;
+            self.cold(
+                "hello-p3",
+                &wafer_bin,
+                &wasmtime,
+                &hello_p3,
+                &["--max-instance-reuse-count", "1"],
+                "wasmtime serve --max-instance-reuse-count 1",
+            )
+            .await?;
             let deploy =
                 deploy_to_200(&Wafer::start(&wafer_bin, &[])?, "hello-p3", &hello_p3).await?;
             println!(
@@ -121,15 +137,7 @@ impl Serve {
             );
         }
         {
-            let port = free_port()?;
-            let mut command = Command::new("taskset");
-            command
-                .args(["-c", SERVER_CPU])
-                .arg(wasmtime)
-                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg(hello_p3);
-            let server = Server::spawn(command, port).await?;
+            let server = wasmtime_serve(wasmtime, hello_p3, &[], true).await?;
             runs.extend(
                 self.measure(
                     "wasmtime serve hello-p3 (default: 128 calls per instance, 16 at once)",
@@ -152,44 +160,6 @@ impl Serve {
             .map(|&c| format!("c={c}: {:.2}x", rps("wafer", c) / rps("wasmtime", c)))
             .collect();
         println!("\nwafer / wasmtime serve (req/s): {}", cells.join(", "));
-        Ok(())
-    }
-
-    /// Cold starts of the wasi:http 0.3 hello: a fresh instance for every call.
-    async fn p3_cold(
-        &self,
-        wafer_bin: &Path,
-        wasmtime: &Path,
-        hello_p3: &Path,
-    ) -> anyhow::Result<()> {
-        let wafer = Wafer::start(wafer_bin, &[])?;
-        wafer
-            .deploy("fresh", hello_p3, "[scaling]\nreuse = 1")
-            .await?;
-        let wafer_cold =
-            sequential_latencies(&format!("{}/fresh", wafer.url), 1, self.cold_trials).await?;
-        let port = free_port()?;
-        let mut command = Command::new(wasmtime);
-        command
-            .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--max-instance-reuse-count", "1"])
-            .arg(hello_p3);
-        let server = Server::spawn(command, port).await?;
-        let serve_cold = sequential_latencies(&server.url, 1, self.cold_trials).await?;
-        println!("\n### hello-p3 cold start: a call on a fresh instance, end to end, sequential\n");
-        println!("| server | p50 | p99 |");
-        println!("|---|---:|---:|");
-        println!(
-            "| wafer (`reuse = 1`) | {} | {} |",
-            ms(wafer_cold.0),
-            ms(wafer_cold.1)
-        );
-        println!(
-            "| wasmtime serve --max-instance-reuse-count 1 | {} | {} |",
-            ms(serve_cold.0),
-            ms(serve_cold.1)
-        );
         Ok(())
     }
 
@@ -222,16 +192,7 @@ impl Serve {
                 &["--max-instance-reuse-count", "128"][..],
             ),
         ] {
-            let port = free_port()?;
-            let mut command = Command::new("taskset");
-            command
-                .args(["-c", SERVER_CPU])
-                .arg(wasmtime)
-                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args(extra)
-                .arg(hello);
-            let server = Server::spawn(command, port).await?;
+            let server = wasmtime_serve(wasmtime, hello, extra, true).await?;
             runs.extend(self.measure(label, &server.url, server.pid()).await?);
         }
         {
@@ -254,36 +215,34 @@ impl Serve {
         Ok(())
     }
 
-    /// 2. Cold starts: every call on a fresh instance, sequentially.
-    async fn cold(&self, wafer_bin: &Path, wasmtime: &Path, hello: &Path) -> anyhow::Result<()> {
-        let (wafer_cold, serve_cold) = {
-            let wafer = Wafer::start(wafer_bin, &[])?;
-            wafer.deploy("fresh", hello, "[scaling]\nreuse = 1").await?;
-            let wafer_cold =
-                sequential_latencies(&format!("{}/fresh", wafer.url), 1, self.cold_trials).await?;
-            let port = free_port()?;
-            let mut command = Command::new(wasmtime);
-            command
-                .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg(hello);
-            let server = Server::spawn(command, port).await?;
-            let serve_cold = sequential_latencies(&server.url, 1, self.cold_trials).await?;
-            (wafer_cold, serve_cold)
-        };
-        println!("\n### Cold start: a call on a fresh instance, end to end, sequential\n");
+    /// Part 2, cold starts: every call on a fresh instance, sequentially, on wafer (`reuse = 1`)
+    /// and on `wasmtime serve` with `serve_args`, described by `serve_label`.
+    async fn cold(
+        &self,
+        title: &str,
+        wafer_bin: &Path,
+        wasmtime: &Path,
+        component: &Path,
+        serve_args: &[&str],
+        serve_label: &str,
+    ) -> anyhow::Result<()> {
+        let wafer = Wafer::start(wafer_bin, &[])?;
+        wafer
+            .deploy("fresh", component, "[scaling]\nreuse = 1")
+            .await?;
+        let wafer_cold =
+            sequential_latencies(&format!("{}/fresh", wafer.url), 1, self.cold_trials).await?;
+        let server = wasmtime_serve(wasmtime, component, serve_args, false).await?;
+        let serve_cold = sequential_latencies(&server.url, 1, self.cold_trials).await?;
+        println!("\n### {title} cold start: a call on a fresh instance, end to end, sequential\n");
         println!("| server | p50 | p99 |");
         println!("|---|---:|---:|");
-        println!(
-            "| wafer (`reuse = 1`) | {} | {} |",
-            ms(wafer_cold.0),
-            ms(wafer_cold.1)
-        );
-        println!(
-            "| wasmtime serve (default) | {} | {} |",
-            ms(serve_cold.0),
-            ms(serve_cold.1)
-        );
+        for (label, (p50, p99)) in [
+            ("wafer (`reuse = 1`)", wafer_cold),
+            (serve_label, serve_cold),
+        ] {
+            println!("| {label} | {} | {} |", ms(p50), ms(p99));
+        }
         Ok(())
     }
 
@@ -497,6 +456,30 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `wasmtime serve` (pooling allocator on, `wasi:cli` linked) on `component` with `extra` flags,
+/// pinned to the server's core if `pinned`.
+async fn wasmtime_serve(
+    wasmtime: &Path,
+    component: &Path,
+    extra: &[&str],
+    pinned: bool,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let mut command = if pinned {
+        let mut command = Command::new("taskset");
+        command.args(["-c", SERVER_CPU]).arg(wasmtime);
+        command
+    } else {
+        Command::new(wasmtime)
+    };
+    command
+        .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .arg(component);
+    Server::spawn(command, port).await
 }
 
 fn free_port() -> anyhow::Result<u16> {

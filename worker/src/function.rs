@@ -299,13 +299,7 @@ async fn run(
             timeout: limits.timeout,
         },
     };
-    function
-        .metrics
-        .duration
-        .observe(started.elapsed().as_secs_f64());
-    function.metrics.failed(&error);
-    function.logs.push(Stream::Wafer, error.to_string());
-    tracing::debug!(function = %function.name, error = %error, "call failed");
+    let error = function.failed(error, started);
     let replay_allowed = matches!(
         error,
         InvokeError::Trap { .. } | InvokeError::NoResponse { .. } | InvokeError::Guest { .. }

@@ -610,13 +610,23 @@ async fn gather(response: Response) -> Response {
         return Response::from_parts(parts, body);
     }
     if ended && frames.iter().all(|f| f.as_ref().is_ok_and(|f| f.is_data())) {
-        let mut bytes = bytes::BytesMut::with_capacity(size);
-        for frame in frames.into_iter().flatten() {
-            if let Ok(data) = frame.into_data() {
-                bytes.extend_from_slice(&data);
+        let mut chunks = frames
+            .into_iter()
+            .flatten()
+            .filter_map(|frame| frame.into_data().ok());
+        // Usually one chunk, passed on as it is; several are joined.
+        let bytes = match (chunks.next(), chunks.next()) {
+            (None, _) => Bytes::new(),
+            (Some(only), None) => only,
+            (Some(first), Some(second)) => {
+                let mut joined = bytes::BytesMut::with_capacity(size);
+                for chunk in [first, second].into_iter().chain(chunks) {
+                    joined.extend_from_slice(&chunk);
+                }
+                joined.freeze()
             }
-        }
-        return Response::from_parts(parts, full_body(bytes.freeze()));
+        };
+        return Response::from_parts(parts, full_body(bytes));
     }
     let gathered = futures::stream::iter(frames);
     let body = if ended {
@@ -628,7 +638,6 @@ async fn gather(response: Response) -> Response {
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// Drops expired warm instances once a second, until the worker is gone.
 /// Hands memory freed by dropped instances (their stores, tables of host resources) back to the
 /// OS. Linear memories and stacks are decommitted by the pooling allocator itself; glibc's
 /// allocator keeps freed heap pages until asked, so scale to zero would not show in RSS.
@@ -641,6 +650,8 @@ fn release_freed_heap() {
     });
 }
 
+/// Drops expired warm instances (and idle code over the budget) once a second, until the worker
+/// is gone.
 async fn reap(shared: Weak<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

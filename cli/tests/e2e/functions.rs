@@ -6,7 +6,7 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Wafer, get, guest, http, root};
+use crate::support::{Wafer, assert_ok, get, guest, http, root};
 
 /// Runs `wafer` in `dir` against `wafer`'s server.
 fn wafer_in(wafer: &Wafer, dir: &Path, args: &[&str]) -> std::process::Output {
@@ -17,15 +17,6 @@ fn wafer_in(wafer: &Wafer, dir: &Path, args: &[&str]) -> std::process::Output {
         .env("WAFER_TOKEN", crate::support::TOKEN)
         .output()
         .expect("run wafer")
-}
-
-fn assert_ok(out: &std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Wafer, error_of, get, guest, http};
+use crate::support::{Wafer, error_of, get, guest, http, status_of};
 
 #[tokio::test]
 async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
@@ -110,18 +110,7 @@ async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
 
     // Every hostile instance was dropped, and the host's memory stayed bounded.
     for name in ["recurse", "endless", "spin", "grow", "trap"] {
-        let info: serde_json::Value = wafer
-            .admin(
-                reqwest::Method::GET,
-                &format!("/_wafer/v1/functions/{name}"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(info["status"]["instances_idle"], 0, "{name}");
+        assert_eq!(status_of(&wafer, name).await["instances_idle"], 0, "{name}");
     }
     let rss = wafer.rss();
     assert!(rss < 512 << 20, "wafer's RSS is {} MiB", rss >> 20);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Wafer, error_of, get, guest, http, status_of, wait_for_idle};
+use crate::support::{Wafer, assert_ok, error_of, get, guest, http, status_of, wait_for_idle};
 
 /// `peak=N calls=M` from the fixture's first body line.
 fn counters(body: &str) -> (u32, u32) {
@@ -168,11 +168,9 @@ async fn max_instances_caps_live_instances_and_extra_calls_wait() {
 async fn the_hello_p3_example_deploys_with_the_cli_and_answers_like_hello() {
     let wafer = Wafer::start();
     guest("hello-p3");
-    let out = wafer.cli(&["deploy", "examples/hello-p3"]);
-    assert!(
-        out.status.success(),
-        "deploying examples/hello-p3: {}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_ok(
+        &wafer.cli(&["deploy", "examples/hello-p3"]),
+        "deploying examples/hello-p3",
     );
     let (code, body) = get(&wafer.url("/hello-p3")).await;
     assert_eq!(code, 200, "{body}");

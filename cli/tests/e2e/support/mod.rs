@@ -332,3 +332,13 @@ pub async fn wait_for_idle(wafer: &Wafer, function: &str, n: u64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Asserts that a CLI run succeeded, showing its output if not.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
