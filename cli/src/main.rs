@@ -1,5 +1,10 @@
 //! `wafer`: run wafer locally (`up`), and deploy, list, call, read and delete functions on a
-//! running wafer through its admin API. Each subcommand lives in `commands/`.
+//! running wafer through its admin API.
+//!
+//! Modules:
+//! - `commands`: one file per subcommand, each a clap struct with a `run` method;
+//! - `project`: a function's folder on disk: its manifest, building it, its component;
+//! - `client`: the admin API over HTTP, as the commands use it.
 
 mod client;
 mod commands;

@@ -25,15 +25,14 @@ use axum::routing::{any, get};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use tokio::sync::broadcast::error::RecvError;
-use wafer_worker::FunctionStatus;
-use wafer_worker::logs::LogLine;
+use wafer_worker::{FunctionStatus, LogEvent, LogQuery};
 
 use crate::error::ApiError;
 use crate::functions::Record;
 use crate::manifest::{Manifest, validate_name};
-use crate::trigger::amqp::redact_url;
-use crate::{Gateway, trigger};
+use crate::state::Gateway;
+use crate::trigger;
+use crate::trigger::amqp::config::redact_url;
 
 pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     let max_upload = usize::try_from(gateway.config.max_upload).unwrap_or(usize::MAX);
@@ -82,7 +81,7 @@ async fn unknown(uri: Uri) -> ApiError {
 }
 
 async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
-    let worker = gateway.backend().health();
+    let worker = gateway.backend().health().await;
     let status = if worker.shutting_down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -126,7 +125,7 @@ pub struct FunctionInfo {
     pub status: Option<FunctionStatus>,
 }
 
-fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
+async fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
     let deployed_at = UNIX_EPOCH + Duration::from_millis(record.deployed_at_ms);
     // Secret values and broker passwords stay on the server.
     for value in record.manifest.secrets.values_mut() {
@@ -138,7 +137,7 @@ fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
         }
     }
     FunctionInfo {
-        status: gateway.backend().status(&record.name),
+        status: gateway.backend().status(&record.name).await,
         deployed_at: humantime::format_rfc3339_millis(deployed_at).to_string(),
         name: record.name,
         version: record.version,
@@ -149,14 +148,8 @@ fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
 }
 
 async fn list(State(gateway): State<Arc<Gateway>>) -> Json<Vec<FunctionInfo>> {
-    Json(
-        gateway
-            .functions
-            .list()
-            .into_iter()
-            .map(|r| info(&gateway, r))
-            .collect(),
-    )
+    let records = gateway.functions.list();
+    Json(futures::future::join_all(records.into_iter().map(|r| info(&gateway, r))).await)
 }
 
 fn known(gateway: &Gateway, name: &str) -> Result<Record, ApiError> {
@@ -171,7 +164,7 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
     let record = known(&gateway, &name)?;
-    Ok(Json(info(&gateway, record)))
+    Ok(Json(info(&gateway, record).await))
 }
 
 async fn deploy(
@@ -232,7 +225,7 @@ async fn deploy(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(info(&gateway, record))).into_response())
+    Ok((status, Json(info(&gateway, record).await)).into_response())
 }
 
 fn upload_error(e: MultipartError) -> ApiError {
@@ -299,37 +292,30 @@ async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     known(&gateway, &name)?;
-    let sink = gateway
+    let query = LogQuery {
+        tail: query.tail.unwrap_or(100),
+        follow: query.follow,
+    };
+    let lines = gateway
         .backend()
-        .logs(&name)
+        .logs(&name, query)
+        .await
         .ok_or_else(|| ApiError::NotFound(format!("no logs for `{name}`")))?;
-    // Subscribe before reading the backlog so that no line falls between the two.
-    let follow = query.follow.then(|| sink.subscribe());
-    let backlog = sink.recent(query.tail.unwrap_or(100));
-    drop(sink);
-    let backlog = futures::stream::iter(backlog.into_iter().map(|line| Ok(json_line(&line))));
-    let live = futures::stream::unfold(follow, |rx| async move {
-        let mut rx = rx?;
-        let text = match rx.recv().await {
-            Ok(line) => json_line(&line),
-            Err(RecvError::Lagged(n)) => {
-                let note = serde_json::json!({"stream": "wafer", "text": format!("{n} lines skipped: the reader fell behind")});
-                format!("{note}\n")
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(text), Some(rx)))
-    });
-    let body = Body::from_stream(
-        backlog
-            .chain(live)
-            .map(|r: Result<String, std::convert::Infallible>| r),
-    );
+    let body =
+        Body::from_stream(lines.map(|event| Ok::<_, std::convert::Infallible>(json_line(&event))));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-fn json_line(line: &LogLine) -> String {
-    let mut text = serde_json::to_string(line).unwrap_or_default();
+/// One line of the `logs` answer: a log line, or a note that a follower skipped some.
+fn json_line(event: &LogEvent) -> String {
+    let mut text = match event {
+        LogEvent::Line(line) => serde_json::to_string(line).unwrap_or_default(),
+        LogEvent::Skipped(n) => serde_json::json!({
+            "stream": "wafer",
+            "text": format!("{n} lines skipped: the reader fell behind"),
+        })
+        .to_string(),
+    };
     text.push('\n');
     text
 }

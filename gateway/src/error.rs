@@ -85,6 +85,15 @@ impl ApiError {
     }
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("failed to register the queue trigger's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("failed to load the deployed functions: {0}")]
+    Functions(#[from] ApiError),
+}
+
 fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -60,60 +60,9 @@ impl Functions {
         triggers: QueueTriggers,
     ) -> Result<Functions, ApiError> {
         let dir = data_dir.join("functions");
-        std::fs::create_dir_all(&dir).map_err(ApiError::storage(format!(
-            "failed to create {}",
-            dir.display()
-        )))?;
-        disk::remove_temporaries(&dir).map_err(ApiError::storage(format!(
-            "failed to clean {}",
-            dir.display()
-        )))?;
-        let mut records = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).map_err(ApiError::storage(format!(
-            "failed to read {}",
-            dir.display()
-        )))?;
-        for entry in entries {
-            let path = entry
-                .map_err(ApiError::storage(format!(
-                    "failed to read {}",
-                    dir.display()
-                )))?
-                .path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            match read_record(&path) {
-                Ok(record) => {
-                    records.insert(record.name.clone(), record);
-                }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record")
-                }
-            }
-        }
+        let records = read_records(&dir)?;
+        let loaded = install_all(&*backend, &records).await;
         let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
-        let mut loaded = Vec::new();
-        for record in records.values() {
-            let started = std::time::Instant::now();
-            let result = match record.manifest.validate(&record.name) {
-                Ok(spec) => backend
-                    .install(deployment(&spec, record))
-                    .await
-                    .map(|()| spec)
-                    .map_err(ApiError::from),
-                Err(e) => Err(e.into()),
-            };
-            match result {
-                Ok(spec) => {
-                    tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded");
-                    loaded.push((record.clone(), spec));
-                }
-                Err(e) => {
-                    tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served")
-                }
-            }
-        }
         // Nothing is being deployed yet, so no grace period is needed.
         let removed = backend.retain(live, Duration::ZERO).await?;
         if removed > 0 {
@@ -161,7 +110,7 @@ impl Functions {
             version: previous.as_ref().map_or(1, |r| r.version + 1),
             digest,
             route: spec.route.clone(),
-            deployed_at_ms: now_ms(),
+            deployed_at_ms: wafer_worker::time::now_ms(),
             manifest: manifest.server_side(),
         };
         self.backend.install(deployment(&spec, &record)).await?;
@@ -174,7 +123,7 @@ impl Functions {
                     }
                 }
                 None => {
-                    self.backend.remove(name);
+                    self.backend.remove(name).await;
                 }
             }
             return Err(e);
@@ -214,7 +163,7 @@ impl Functions {
         self.publish_routes();
         // Consumers stop first: deliveries in flight finish on the function before it goes.
         self.triggers.stop(name).await;
-        self.backend.remove(name);
+        self.backend.remove(name).await;
         self.collect_garbage().await;
         tracing::info!(function = name, "deleted");
         Ok(true)
@@ -294,6 +243,60 @@ fn deployment(spec: &FunctionSpec, record: &Record) -> Deployment {
     }
 }
 
+/// Reads every record in `dir` (created if missing, crash leftovers removed); an unreadable
+/// record is logged and skipped.
+fn read_records(dir: &Path) -> Result<BTreeMap<String, Record>, ApiError> {
+    let failed = |what: &str| ApiError::storage(format!("failed to {what} {}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(failed("create"))?;
+    disk::remove_temporaries(dir).map_err(failed("clean"))?;
+    let mut records = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(failed("read"))? {
+        let path = entry.map_err(failed("read"))?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        match read_record(&path) {
+            Ok(record) => {
+                records.insert(record.name.clone(), record);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record")
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Installs every recorded function on the backend; returns those that loaded. One that does
+/// not stays recorded but is not served.
+async fn install_all(
+    backend: &dyn Backend,
+    records: &BTreeMap<String, Record>,
+) -> Vec<(Record, FunctionSpec)> {
+    let mut loaded = Vec::new();
+    for record in records.values() {
+        let started = std::time::Instant::now();
+        let result = match record.manifest.validate(&record.name) {
+            Ok(spec) => backend
+                .install(deployment(&spec, record))
+                .await
+                .map(|()| spec)
+                .map_err(ApiError::from),
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(spec) => {
+                tracing::info!(function = %record.name, version = record.version, elapsed = ?started.elapsed(), "function loaded");
+                loaded.push((record.clone(), spec));
+            }
+            Err(e) => {
+                tracing::error!(function = %record.name, error = %e, "function could not be loaded; it stays recorded but is not served")
+            }
+        }
+    }
+    loaded
+}
+
 fn read_record(path: &Path) -> Result<Record, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
@@ -305,11 +308,4 @@ fn read_record(path: &Path) -> Result<Record, String> {
         ));
     }
     Ok(record)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }

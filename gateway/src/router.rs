@@ -1,4 +1,4 @@
-//! Which function a request path belongs to.
+//! Which function a request path belongs to, and the paths no function may own.
 //!
 //! Each function owns a route prefix: the route itself and everything below it (`/hello` serves
 //! `/hello`, `/hello/` and `/hello/x`, not `/hellox`). When routes nest, the longest prefix wins;
@@ -9,6 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+/// The prefix the gateway keeps for itself (admin API, health, metrics); no route may start
+/// with it.
+pub const RESERVED_PREFIX: &str = "/_wafer";
 
 /// A snapshot of route -> function.
 #[derive(Default, Debug)]

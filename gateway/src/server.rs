@@ -19,31 +19,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
-use crate::{Gateway, admin, trigger};
+use crate::state::Gateway;
+use crate::{admin, trigger};
 
 /// The largest request head (request line and headers) read, in bytes.
 const MAX_HEAD: usize = 64 << 10;
-
-/// Limits on what clients may hold open. `Default` states the defaults.
-#[derive(Clone, Debug)]
-pub struct ConnectionLimits {
-    /// Connections open at once; further ones are closed as soon as they are accepted.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers (slow-loris protection).
-    pub header_timeout: Duration,
-    /// Time a request body may go without sending anything before the request fails.
-    pub body_idle_timeout: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: 10_000,
-            header_timeout: Duration::from_secs(10),
-            body_idle_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// The whole app: `/_wafer/...` for the platform, everything else routed to functions.
 pub fn app(gateway: Arc<Gateway>) -> Router {

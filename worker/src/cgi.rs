@@ -11,40 +11,15 @@
 //! The same limits apply as for components (memory, timeout, concurrency), and the same
 //! sandbox (no files, no sockets, only its own environment). A command's `_start` runs to its
 //! end, so every call gets a fresh instance from the pooling allocator; nothing is reused.
-
-use std::sync::Arc;
-use std::time::Instant;
+//!
+//! This module is the protocol alone (is it a command, the environment, the output), with no
+//! runtime in it; a call runs in `function::cgi`.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::BodyExt;
-use wasmtime::{InstancePre, Store};
-use wasmtime_wasi::I32Exit;
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
+use crate::backend::{FunctionConfig, Response, full_body};
 use crate::error::InvokeError;
-use crate::function::Function;
-use crate::limits::Limiter;
-use crate::logs::{GuestOutput, OutputBudget, Stream};
-use crate::{Request, Response, Shared, full_body};
-
-/// The most a module may write to stdout for one response.
-const MAX_OUTPUT: usize = 16 << 20;
-/// The most request body a module gets on stdin (the gateway's own limit usually applies first).
-const MAX_INPUT: usize = 64 << 20;
-
-/// The `T` of a CGI module's store.
-pub(crate) struct CgiHost {
-    wasi: WasiP1Ctx,
-    limiter: Limiter,
-}
-
-/// Adds WASI 0.1 to the linker modules are instantiated from.
-pub(crate) fn add_to_linker(linker: &mut wasmtime::Linker<CgiHost>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_async(linker, |host: &mut CgiHost| &mut host.wasi)
-}
 
 /// Checks that a core module is a WASI 0.1 command (so that it can be run per request).
 pub(crate) fn check_command(module: &wasmtime::Module) -> Result<(), String> {
@@ -56,7 +31,7 @@ pub(crate) fn check_command(module: &wasmtime::Module) -> Result<(), String> {
                 .map(|e| format!("`{}`", e.name()))
                 .collect();
             Err(format!(
-                "this core module is not a WASI 0.1 command: it has no `_start` export (it exports {}); wafer runs core modules CGI-style, and components that export wasi:http/incoming-handler",
+                "this core module is not a WASI 0.1 command: it has no `_start` export (it exports {}); wafer runs core modules CGI-style, and components that export wasi:http/incoming-handler (0.2) or wasi:http/handler (0.3)",
                 if exports.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -67,132 +42,13 @@ pub(crate) fn check_command(module: &wasmtime::Module) -> Result<(), String> {
     }
 }
 
-/// Runs one request through the module.
-pub(crate) async fn invoke(
-    function: &Arc<Function>,
-    shared: &Arc<Shared>,
-    pre: &InstancePre<CgiHost>,
-    request: Request,
-) -> Result<Response, InvokeError> {
-    let lease = function.pool.acquire(&function.name).await?;
-    let started = Instant::now();
-    let limits = &function.config.limits;
-    let run = async {
-        let slot = shared.take_slot(&function.name)?;
-        let (parts, body) = request.into_parts();
-        let body = read_body(body).await.map_err(|reason| InvokeError::Guest {
-            function: function.name.to_string(),
-            reason,
-        })?;
-        let stdout = MemoryOutputPipe::new(MAX_OUTPUT);
-        let budget = Arc::new(OutputBudget::default());
-        budget.reset(limits.log_bytes_per_call);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&environment(function, &parts, body.len()))
-            .arg(function.name.as_ref())
-            .stdin(MemoryInputPipe::new(body))
-            .stdout(stdout.clone())
-            .stderr(GuestOutput {
-                sink: function.logs.clone(),
-                stream: Stream::Stderr,
-                budget,
-            })
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let mut store = Store::new(
-            pre.module().engine(),
-            CgiHost {
-                wasi: wasi.build_p1(),
-                limiter: Limiter::new(limits.memory),
-            },
-        );
-        store.limiter(|host| &mut host.limiter);
-        shared.lanes.clock().install(&mut store);
-        let instantiating = Instant::now();
-        let instance =
-            pre.instantiate_async(&mut store)
-                .await
-                .map_err(|e| InvokeError::Instantiate {
-                    function: function.name.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
-        function.metrics.cold_starts.inc();
-        function
-            .metrics
-            .instantiate
-            .observe(instantiating.elapsed().as_secs_f64());
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(|e| InvokeError::Instantiate {
-                function: function.name.to_string(),
-                reason: format!("{e:#}"),
-            })?;
-        let exit = match start.call_async(&mut store, ()).await {
-            Ok(()) => 0,
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) => *code,
-                None if store.data().limiter.hit_memory_limit => {
-                    return Err(InvokeError::MemoryLimit {
-                        function: function.name.to_string(),
-                        limit: limits.memory,
-                    });
-                }
-                None => {
-                    return Err(InvokeError::Trap {
-                        function: function.name.to_string(),
-                        reason: crate::function::trap_reason(&e),
-                    });
-                }
-            },
-        };
-        drop(store);
-        drop(slot);
-        parse_output(&function.name, stdout.contents(), exit)
-    };
-    let result = match tokio::time::timeout(limits.timeout, run).await {
-        Ok(result) => result,
-        Err(_) => Err(InvokeError::Timeout {
-            function: function.name.to_string(),
-            timeout: limits.timeout,
-        }),
-    };
-    drop(lease);
-    function
-        .metrics
-        .duration
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => function.metrics.ok.inc(),
-        Err(error) => {
-            function.metrics.failed(error);
-            function.logs.push(Stream::Wafer, error.to_string());
-        }
-    }
-    result
-}
-
-async fn read_body(mut body: crate::Body) -> Result<Bytes, String> {
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("could not read the request body: {e}"))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_INPUT {
-                return Err(format!("the request body is over {MAX_INPUT} bytes"));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes.freeze())
-}
-
 /// The CGI environment for one request, after the function's own variables.
-fn environment(
-    function: &Function,
+pub(crate) fn environment(
+    config: &FunctionConfig,
     parts: &http::request::Parts,
     length: usize,
 ) -> Vec<(String, String)> {
-    let route = function.config.route.as_str();
+    let route = config.route.as_str();
     let path = parts.uri.path();
     let below = if route == "/" {
         path
@@ -210,7 +66,7 @@ fn environment(
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, port),
         _ => (host, "80"),
     };
-    let mut env = function.config.env.clone();
+    let mut env = config.env.clone();
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
     set("SERVER_SOFTWARE", "wafer".into());
@@ -273,7 +129,11 @@ fn environment(
 }
 
 /// Turns a module's stdout (CGI headers, a blank line, the body) into a response.
-fn parse_output(function: &str, output: Bytes, exit: i32) -> Result<Response, InvokeError> {
+pub(crate) fn parse_output(
+    function: &str,
+    output: Bytes,
+    exit: i32,
+) -> Result<Response, InvokeError> {
     let split = find_blank_line(&output);
     let Some((head_end, body_start)) = split else {
         if exit != 0 {
@@ -348,6 +208,8 @@ fn find_blank_line(output: &[u8]) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
 
     async fn body_of(response: Response) -> String {

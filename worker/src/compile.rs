@@ -30,7 +30,7 @@ pub fn digest(bytes: &[u8]) -> String {
 /// What kind of code a function is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A component exporting `wasi:http/incoming-handler`.
+    /// A component (exporting `wasi:http/incoming-handler` 0.2 or `wasi:http/handler` 0.3).
     Component,
     /// A WASI 0.1 command module, run CGI-style (see `cgi`).
     Module,
@@ -67,6 +67,17 @@ impl Compiled {
             Compiled::Module(m) => m.image_range(),
         };
         range.end as usize - range.start as usize
+    }
+
+    /// Wasm pages the code's memories need at start, at most (so the least memory limit that
+    /// lets it start), if known.
+    pub(crate) fn initial_memory_pages(&self) -> Option<u64> {
+        match self {
+            Compiled::Component(c) => c
+                .resources_required()
+                .and_then(|r| r.max_initial_memory_size),
+            Compiled::Module(m) => m.resources_required().max_initial_memory_size,
+        }
     }
 
     fn serialize(&self) -> wasmtime::Result<Vec<u8>> {

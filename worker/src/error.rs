@@ -1,9 +1,12 @@
-//! The worker's typed errors: what a caller of [`Backend`](crate::Backend) can decide on.
+//! The worker's typed errors: what a caller of [`Backend`](crate::Backend) can decide on, and the
+//! one place a guest's failure (a wasmtime error) becomes one of them.
 //!
 //! Invocation errors say which function failed and why in words a user can act on; the gateway
 //! maps each variant to one HTTP status (and the queue trigger to ack, retry or dead-letter).
 
 use std::time::Duration;
+
+use wasmtime::Trap;
 
 /// Why a call to a function produced no (complete) response.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,50 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
+    /// Every [`InvokeError::kind`], for those that keep a series per kind.
+    pub const KINDS: &[&str] = &[
+        "not_found",
+        "overloaded",
+        "no_capacity",
+        "timeout",
+        "memory_limit",
+        "trap",
+        "no_response",
+        "guest_error",
+        "instantiate",
+        "shutting_down",
+    ];
+
+    /// Why a guest stopped, from the error its store returned: its memory limit if that is what
+    /// refused a growth, else the trap.
+    pub(crate) fn from_trap(
+        function: &str,
+        memory_limit: u64,
+        hit_memory_limit: bool,
+        error: &wasmtime::Error,
+    ) -> InvokeError {
+        let function = function.to_string();
+        if hit_memory_limit {
+            return InvokeError::MemoryLimit {
+                function,
+                limit: memory_limit,
+            };
+        }
+        tracing::debug!(function = %function, error = ?error, "guest trapped");
+        InvokeError::Trap {
+            function,
+            reason: trap_reason(error),
+        }
+    }
+
+    /// Instantiation failed: the component's start code trapped, or a pool limit refused it.
+    pub(crate) fn instantiate(function: &str, error: &wasmtime::Error) -> InvokeError {
+        InvokeError::Instantiate {
+            function: function.to_string(),
+            reason: trap_reason(error),
+        }
+    }
+
     /// A short machine-readable name for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -75,6 +122,23 @@ impl InvokeError {
             InvokeError::ShuttingDown => "shutting_down",
         }
     }
+}
+
+/// One line saying why a guest stopped: the trap itself if there is one (its backtrace stays out
+/// of error responses), else the first line of the error's chain.
+pub(crate) fn trap_reason(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::StackOverflow => "stack overflow (call stack exhausted)".to_string(),
+            Trap::UnreachableCodeReached => {
+                "wasm `unreachable` executed (a Rust guest panicked or aborted; see `wafer logs`)"
+                    .to_string()
+            }
+            other => other.to_string(),
+        };
+    }
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or("").to_string()
 }
 
 /// Why a component could not be deployed.
@@ -126,4 +190,66 @@ pub enum WorkerError {
     },
     #[error("failed to register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_lists_every_kind() {
+        let function = || "f".to_string();
+        let every = [
+            InvokeError::NotFound(function()),
+            InvokeError::Overloaded {
+                function: function(),
+                limit: 1,
+                queued: 0,
+                retry_after: Duration::from_secs(1),
+            },
+            InvokeError::NoCapacity {
+                function: function(),
+                slots: 1,
+            },
+            InvokeError::Timeout {
+                function: function(),
+                timeout: Duration::from_secs(1),
+            },
+            InvokeError::MemoryLimit {
+                function: function(),
+                limit: 1,
+            },
+            InvokeError::Trap {
+                function: function(),
+                reason: String::new(),
+            },
+            InvokeError::NoResponse {
+                function: function(),
+            },
+            InvokeError::Guest {
+                function: function(),
+                reason: String::new(),
+            },
+            InvokeError::Instantiate {
+                function: function(),
+                reason: String::new(),
+            },
+            InvokeError::ShuttingDown,
+        ];
+        let kinds: Vec<&str> = every.iter().map(InvokeError::kind).collect();
+        assert_eq!(kinds, InvokeError::KINDS);
+    }
+
+    #[test]
+    fn traps_read_as_one_line() {
+        let overflow = wasmtime::Error::from(Trap::StackOverflow);
+        assert!(trap_reason(&overflow).starts_with("stack overflow"));
+        let chained = wasmtime::Error::msg("inner\nbacktrace").context("outer");
+        assert_eq!(trap_reason(&chained), "outer: inner");
+        let limited = InvokeError::from_trap("f", 64, true, &overflow);
+        assert!(matches!(
+            limited,
+            InvokeError::MemoryLimit { limit: 64, .. }
+        ));
+    }
 }

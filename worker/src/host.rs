@@ -1,23 +1,27 @@
-//! What a guest sees of the host: the store state, its WASI sandbox, and the outbound HTTP policy.
+//! What a guest sees of the host: the state of its store, its WASI sandbox, and the one place
+//! each kind of store is built, with the memory limit and the CPU clock installed.
 //!
 //! Every instance gets all of WASI 0.2 (components built by Rust std, componentize-js and
 //! componentize-py import `wasi:cli/*`, `wasi:filesystem/*` and `wasi:sockets/*` even when they
 //! only serve HTTP) but the sandbox leaves those imports empty: no preopened directories, no
 //! sockets, no name lookups, no host environment. The guest's environment holds exactly the
-//! function's configured variables; outbound HTTP reaches only the hosts the function allows.
+//! function's configured variables; outbound HTTP reaches only the hosts the function allows
+//! (see [`crate::outbound`]).
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::function::FunctionConfig;
-use crate::limits::Limiter;
-use crate::logs::LogSink;
-use crate::logs::{GuestOutput, OutputBudget, Stream};
+use crate::backend::{BoxError, FunctionConfig};
+use crate::limits::{CallClock, Limiter};
+use crate::logs::{GuestOutput, LogSink, OutputBudget, Stream};
+use crate::outbound::OutboundPolicy;
 
-/// The `T` of every `Store<T>`: one instance's host-side state.
+/// The `T` of a component's `Store<T>`: one instance's host-side state.
 pub(crate) struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
@@ -29,31 +33,40 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(config: &FunctionConfig, logs: &Arc<LogSink>) -> Host {
+    /// A fresh store for one instance of a function's component.
+    pub(crate) fn store(
+        engine: &Engine,
+        config: &FunctionConfig,
+        logs: &Arc<LogSink>,
+        clock: &CallClock,
+    ) -> Store<Host> {
         let output_budget = Arc::new(OutputBudget::default());
         let output = |stream| GuestOutput {
             sink: logs.clone(),
             stream,
             budget: output_budget.clone(),
         };
-        let mut wasi = WasiCtx::builder();
+        let mut wasi = sandbox();
         wasi.envs(&config.env)
             .stdout(output(Stream::Stdout))
-            .stderr(output(Stream::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
-        Host {
+            .stderr(output(Stream::Stderr));
+        let host = Host {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy {
-                allowed: config.allowed_outbound_hosts.clone(),
-            },
+            outbound: OutboundPolicy::new(config.allowed_outbound_hosts.clone()),
             limiter: Limiter::new(config.limits.memory),
             output_budget,
-        }
+        };
+        let mut store = Store::new(engine, host);
+        store.limiter(|host| &mut host.limiter);
+        clock.install(&mut store);
+        store
+    }
+
+    /// Whether the store's last failure was its memory limit.
+    pub(crate) fn hit_memory_limit(&self) -> bool {
+        self.limiter.hit_memory_limit
     }
 }
 
@@ -76,210 +89,61 @@ impl WasiHttpView for Host {
     }
 }
 
-/// Which outbound requests a function may make, from its `allowed_outbound_hosts`.
-///
-/// Each entry is `[scheme://]host[:port]`: `host` is a name, an IP, `*.suffix` or `*`; `port` is a
-/// number or `*` (absent: the scheme's default port, or any port when no scheme is given);
-/// `scheme` is `http`, `https` or `*`. An empty list denies everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AllowedHosts(Arc<[HostPattern]>);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct HostPattern {
-    scheme: Option<String>,
-    host: String,
-    port: Option<u16>,
+/// The `T` of a WASI 0.1 module's `Store<T>` (a CGI call).
+pub(crate) struct CgiHost {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
 }
 
-impl AllowedHosts {
-    /// Parses the entries, naming the first one that is malformed.
-    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
-        let patterns = entries
-            .iter()
-            .map(|entry| HostPattern::parse(entry).ok_or_else(|| format!("invalid allowed_outbound_hosts entry `{entry}`: expected [scheme://]host[:port], e.g. `https://api.example.com` or `*.example.com:8080`")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(AllowedHosts(patterns.into()))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether a request to `uri` is allowed.
-    pub fn allows(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else {
-            return false;
+impl CgiHost {
+    /// A fresh store for one CGI call; `io` adds the call's environment and stdio to the
+    /// sandboxed WASI context.
+    pub(crate) fn store(
+        engine: &Engine,
+        memory: u64,
+        clock: &CallClock,
+        io: impl FnOnce(&mut WasiCtxBuilder),
+    ) -> Store<CgiHost> {
+        let mut wasi = sandbox();
+        io(&mut wasi);
+        let host = CgiHost {
+            wasi: wasi.build_p1(),
+            limiter: Limiter::new(memory),
         };
-        let scheme = uri.scheme_str().unwrap_or("https");
-        let port = uri.port_u16().or(match scheme {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
-        });
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.0.iter().any(|p| p.matches(scheme, host, port))
+        let mut store = Store::new(engine, host);
+        store.limiter(|host| &mut host.limiter);
+        clock.install(&mut store);
+        store
+    }
+
+    /// Adds WASI 0.1 to the linker modules are instantiated from.
+    pub(crate) fn add_to_linker(linker: &mut wasmtime::Linker<CgiHost>) -> wasmtime::Result<()> {
+        wasmtime_wasi::p1::add_to_linker_async(linker, |host: &mut CgiHost| &mut host.wasi)
+    }
+
+    /// Whether the store's last failure was its memory limit.
+    pub(crate) fn hit_memory_limit(&self) -> bool {
+        self.limiter.hit_memory_limit
     }
 }
 
-impl HostPattern {
-    fn parse(entry: &str) -> Option<HostPattern> {
-        let (scheme, rest) = match entry.split_once("://") {
-            Some((scheme, rest)) => {
-                if !matches!(scheme, "http" | "https" | "*") {
-                    return None;
-                }
-                (Some(scheme.to_string()), rest)
-            }
-            None => (None, entry),
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6.split_once(']')?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        let valid_host = host == "*"
-            || (!host.is_empty()
-                && host
-                    .strip_prefix("*.")
-                    .unwrap_or(host)
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')));
-        if !valid_host {
-            return None;
-        }
-        let port = match port {
-            None => match scheme.as_deref() {
-                Some("http") => Some(80),
-                Some("https") => Some(443),
-                _ => None,
-            },
-            Some("*") => None,
-            Some(p) => Some(p.parse().ok()?),
-        };
-        Some(HostPattern {
-            scheme: scheme.filter(|s| s != "*"),
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    fn matches(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
-            return false;
-        }
-        if self.port.is_some() && self.port != port {
-            return false;
-        }
-        let host = host.to_ascii_lowercase();
-        match self.host.strip_prefix("*.") {
-            _ if self.host == "*" => true,
-            Some(suffix) => host
-                .strip_suffix(suffix)
-                .is_some_and(|head| head.ends_with('.')),
-            None => host == self.host,
-        }
-    }
+/// A WASI context with nothing of the host in it: no sockets, no name lookups, no files, no
+/// environment (the callers add the function's own).
+fn sandbox() -> WasiCtxBuilder {
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    wasi
 }
 
-/// The `wasi:http` hooks of one store: outbound requests pass through the function's allow list.
-struct OutboundPolicy {
-    allowed: AllowedHosts,
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        if !self.allowed.allows(request.uri()) {
-            tracing::debug!(uri = %request.uri(), "outbound request denied");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-
-    /// A guest may run this many writes ahead of the client. With wasi:http's default of one, a
-    /// guest blocks on every write until hyper takes the chunk, so even a small response costs
-    /// a round trip through the scheduler per write, and its head, body and end leave as
-    /// separate packets. Four writes of at most 64 KiB bound what one response buffers.
-    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
-        4
-    }
-
-    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        64 << 10
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn allowed(entries: &[&str]) -> AllowedHosts {
-        AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    }
-
-    fn uri(s: &str) -> http::Uri {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn empty_list_denies_everything() {
-        assert!(!allowed(&[]).allows(&uri("https://example.com/")));
-    }
-
-    #[test]
-    fn host_patterns() {
-        let a = allowed(&[
-            "api.example.com",
-            "https://*.good.org",
-            "http://127.0.0.1:*",
-        ]);
-        assert!(a.allows(&uri("https://api.example.com/x")));
-        assert!(a.allows(&uri("http://API.example.com:8080/x")));
-        assert!(!a.allows(&uri("https://example.com/")));
-        assert!(a.allows(&uri("https://a.b.good.org/")));
-        assert!(!a.allows(&uri("https://good.org/")));
-        assert!(!a.allows(&uri("https://evilgood.org/")));
-        assert!(!a.allows(&uri("http://a.good.org/")), "scheme must match");
-        assert!(
-            !a.allows(&uri("https://a.good.org:8443/")),
-            "https default port only"
-        );
-        assert!(a.allows(&uri("http://127.0.0.1:9999/")));
-        assert!(!a.allows(&uri("https://127.0.0.1:9999/")));
-        assert!(allowed(&["*"]).allows(&uri("http://anything:1/")));
-    }
-
-    #[test]
-    fn malformed_entries_are_named() {
-        let err = AllowedHosts::parse(&["ftp://x".into()]).unwrap_err();
-        assert!(err.contains("ftp://x"), "{err}");
-        assert!(AllowedHosts::parse(&["host:notaport".into()]).is_err());
-        assert!(AllowedHosts::parse(&["".into()]).is_err());
-        assert!(AllowedHosts::parse(&["a b".into()]).is_err());
+/// Maps a request body error (a client that went away, a body over the gateway's limit) to the
+/// wasi:http error the guest sees when reading.
+pub(crate) fn body_error(e: BoxError) -> wasmtime_wasi_http::Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+    } else {
+        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
     }
 }

@@ -1,128 +1,15 @@
-//! One live instance of a function: its store, its bindings, and serving one request on it.
+//! Live instances: one store each, with the function's component instantiated in it.
+//!
+//! The two kinds differ in how calls share them, which is why the pool keeps them apart:
+//! - [`P2Instance`] (wasi:http 0.2, `incoming-handler`): lent to one call at a time, back to the
+//!   pool when the call ends well;
+//! - [`P3Instance`] (wasi:http 0.3, `handler`): a driver task that owns the store and takes many
+//!   calls at once, shared by the pool and the calls on it.
+//!
+//! WASI 0.1 commands have no instance that outlives a call (see `function::cgi`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+mod p2;
+mod p3;
 
-use http_body_util::BodyExt;
-use tokio::sync::oneshot;
-use wasmtime::Store;
-use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-
-use crate::function::Function;
-use crate::host::Host;
-use crate::limits::CallClock;
-use crate::pool::Slot;
-use crate::{BoxError, Request};
-
-/// What the guest answered: a response head (its body still streaming) or a wasi:http error.
-pub(crate) type GuestResponse = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
-
-pub(crate) struct Instance {
-    store: Store<Host>,
-    proxy: Proxy,
-    /// Calls served so far, counting the one in progress.
-    pub(crate) calls: u32,
-    /// When the instance last went back to the pool.
-    pub(crate) idle_since: Instant,
-    /// Whether the current call has set its response; shared with the response callback.
-    responded: Arc<AtomicBool>,
-    clock: CallClock,
-    /// Where the instance reports how many calls it served when it is dropped.
-    calls_served: prometheus::Histogram,
-    _slot: Slot,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.calls_served.observe(f64::from(self.calls));
-    }
-}
-
-impl Instance {
-    /// Instantiates the function's pre-linked component in a fresh store: a cold start.
-    pub(crate) async fn start(
-        function: &Function,
-        pre: &ProxyPre<Host>,
-        slot: Slot,
-        clock: CallClock,
-    ) -> wasmtime::Result<Instance> {
-        let mut store = Store::new(pre.engine(), Host::new(&function.config, &function.logs));
-        store.limiter(|host| &mut host.limiter);
-        // Yield to tokio on every epoch tick: a guest spinning on the CPU then shares its thread
-        // and a wall-clock timeout around the call can stop it.
-        clock.install(&mut store);
-        let proxy = pre.instantiate_async(&mut store).await?;
-        Ok(Instance {
-            store,
-            proxy,
-            calls: 0,
-            idle_since: Instant::now(),
-            responded: Arc::new(AtomicBool::new(false)),
-            clock,
-            calls_served: function.metrics.instance_calls.clone(),
-            _slot: slot,
-        })
-    }
-
-    /// Serves `request`. The response head goes to `respond` as soon as the guest sets it; this
-    /// returns when the guest's handler returns (after it has written the body).
-    pub(crate) async fn handle(
-        &mut self,
-        request: Request,
-        respond: oneshot::Sender<GuestResponse>,
-        log_budget: u64,
-    ) -> wasmtime::Result<()> {
-        self.calls += 1;
-        self.responded.store(false, Ordering::Relaxed);
-        self.store.data().output_budget.reset(log_budget);
-        self.store.set_epoch_deadline(1);
-        self.clock.restart();
-        let request = request.map(|body| body.map_err(body_error));
-        let mut http = self.store.data_mut().http();
-        let request = http.new_incoming_request(Scheme::Http, request)?;
-        let responded = self.responded.clone();
-        let outparam = http.new_response_outparam_from_callback(move |response| {
-            responded.store(true, Ordering::Relaxed);
-            if let Err(Ok(unwanted)) = respond.send(response) {
-                // The caller went away (a client that hung up): drain the body so that the guest
-                // can still finish its call, as it would on Lambda.
-                tokio::spawn(async move {
-                    let mut body = unwanted.into_body();
-                    while let Some(Ok(_)) = body.frame().await {}
-                });
-            }
-        })?;
-        let result = self
-            .proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut self.store, request, outparam)
-            .await;
-        // A warm instance waiting in the pool must not keep a CPU lane.
-        self.clock.restart();
-        result
-    }
-
-    /// Whether the last call set a response.
-    pub(crate) fn responded(&self) -> bool {
-        self.responded.load(Ordering::Relaxed)
-    }
-
-    /// Whether the last failure was the store's memory limit.
-    pub(crate) fn hit_memory_limit(&self) -> bool {
-        self.store.data().limiter.hit_memory_limit
-    }
-}
-
-/// Maps a request body error (a client that went away, a body over the gateway's limit) to the
-/// wasi:http error the guest sees when reading.
-pub(crate) fn body_error(e: BoxError) -> wasmtime_wasi_http::Error {
-    if e.is::<http_body_util::LengthLimitError>() {
-        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
-    } else {
-        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
-    }
-}
+pub(crate) use p2::{GuestResponse, P2Instance};
+pub(crate) use p3::P3Instance;

@@ -1,9 +1,11 @@
-//! Per-function limits and the engine hooks that enforce them.
+//! Limits, per function and worker-wide, and the hooks that enforce them.
 //!
 //! Memory is enforced by [`Limiter`], a wasmtime `ResourceLimiter` installed in every store; time by
 //! epoch interruption (the guest yields to tokio every tick, so a wall-clock `tokio::time::timeout`
 //! can stop it even in a tight loop) plus that same timeout around host calls; concurrency by the
-//! pool's semaphore (see [`crate::pool`]); CPU between long-running calls by [`Lanes`].
+//! pool's semaphore (see `pool`); CPU between long-running calls by [`Lanes`]; live instances
+//! across all functions by [`Slots`]. [`Capacity`] is what a call takes from the worker as a
+//! whole: a slot, a CPU clock, and the epoch ticker's fast pace.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{CallHook, UpdateDeadline};
+
+use crate::engine::{Demand, Running};
+use crate::error::InvokeError;
 
 /// The limits one function runs under. `Default` states wafer's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +57,114 @@ impl Default for Limits {
             min_instances: 0,
             log_bytes_per_call: 1 << 20,
         }
+    }
+}
+
+/// What a worker's calls share: the instance budget, the CPU lanes and the epoch ticker's demand.
+pub(crate) struct Capacity {
+    slots: Arc<Slots>,
+    lanes: Lanes,
+    demand: Demand,
+    /// Drops the longest-idle warm instance of any function, to free a slot; installed by the
+    /// worker, which knows every function.
+    evict: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl Capacity {
+    pub(crate) fn new(
+        max_instances: u32,
+        lanes: Lanes,
+        demand: Demand,
+        evict: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Capacity {
+        Capacity {
+            slots: Slots::new(max_instances),
+            lanes,
+            demand,
+            evict: Box::new(evict),
+        }
+    }
+
+    /// Takes a slot of the instance budget, evicting the longest-idle warm instance of any
+    /// function if they are all taken.
+    pub(crate) fn take_slot(&self, function: &str) -> Result<Slot, InvokeError> {
+        if let Some(slot) = self.slots.try_take() {
+            return Ok(slot);
+        }
+        (self.evict)();
+        self.slots
+            .try_take()
+            .ok_or_else(|| InvokeError::NoCapacity {
+                function: function.to_string(),
+                slots: self.slots.max(),
+            })
+    }
+
+    /// Takes a slot only if one is free (pre-warming never evicts).
+    pub(crate) fn try_take_slot(&self) -> Option<Slot> {
+        self.slots.try_take()
+    }
+
+    /// A clock for one new store.
+    pub(crate) fn clock(&self) -> CallClock {
+        self.lanes.clock()
+    }
+
+    /// Keeps the epoch ticking fast while the guard lives (a call or a pre-warm is running).
+    pub(crate) fn running(&self) -> Running {
+        self.demand.running()
+    }
+
+    /// The ticker's demand, for pools that admit calls.
+    pub(crate) fn demand(&self) -> Demand {
+        self.demand.clone()
+    }
+
+    /// Live instances, and the most there may be.
+    pub(crate) fn instances(&self) -> (u32, u32) {
+        (self.slots.live(), self.slots.max())
+    }
+}
+
+/// The worker-wide count of live instances; each instance holds one [`Slot`].
+pub(crate) struct Slots {
+    live: AtomicU32,
+    max: u32,
+}
+
+impl Slots {
+    pub(crate) fn new(max: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            live: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    pub(crate) fn max(&self) -> u32 {
+        self.max
+    }
+
+    pub(crate) fn live(&self) -> u32 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if one is free.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+/// One live instance's claim on the worker's budget, returned on drop.
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -180,6 +293,7 @@ impl CallClock {
 /// by the limit is reported as "memory limit exceeded" rather than as a bare trap.
 pub(crate) struct Limiter {
     memory: usize,
+    /// Set once a growth was refused: the trap that follows is the memory limit's.
     pub(crate) hit_memory_limit: bool,
 }
 

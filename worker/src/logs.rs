@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -68,7 +68,7 @@ impl Stream {
 }
 
 /// One line of a function's output.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LogLine {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
@@ -78,12 +78,8 @@ pub struct LogLine {
 
 impl LogLine {
     fn new(stream: Stream, text: String) -> LogLine {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
         LogLine {
-            time_ms,
+            time_ms: crate::time::now_ms(),
             stream,
             text,
         }

@@ -160,20 +160,8 @@ impl Metrics {
 
     /// Drops a deleted function's series so that churn does not grow the registry forever.
     pub(crate) fn remove(&self, name: &str) {
-        for kind in [
-            "ok",
-            "not_found",
-            "overloaded",
-            "no_capacity",
-            "timeout",
-            "memory_limit",
-            "trap",
-            "no_response",
-            "guest_error",
-            "instantiate",
-            "shutting_down",
-        ] {
-            let _ = self.invocations.remove_label_values(&[name, kind]);
+        for outcome in std::iter::once("ok").chain(InvokeError::KINDS.iter().copied()) {
+            let _ = self.invocations.remove_label_values(&[name, outcome]);
         }
         let _ = self.duration.remove_label_values(&[name]);
         let _ = self.cold_starts.remove_label_values(&[name]);

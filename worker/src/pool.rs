@@ -1,5 +1,4 @@
-//! Per-function instance pools: admission (permits and a bounded wait queue), warm instances, and
-//! the worker-wide instance budget.
+//! Per-function instance pools: admission (permits and a bounded wait queue) and warm instances.
 //!
 //! # Instance lifecycle
 //!
@@ -9,8 +8,9 @@
 //! - **Warm or cold.** With a permit, the call takes the most recently used warm instance (LIFO,
 //!   so the rest age out) or, if there is none, instantiates a fresh one from the function's
 //!   pre-linked component: a cold start. A cold start also needs one of the worker's
-//!   `max_instances` slots; when they are all taken, the longest-idle warm instance of any
-//!   function is evicted to make room, and if no instance is idle the call fails with "no capacity".
+//!   `max_instances` slots (`limits::Capacity`); when they are all taken, the longest-idle warm
+//!   instance of any function is evicted to make room, and if no instance is idle the call fails
+//!   with "no capacity".
 //! - **Reuse.** An instance whose call returned normally after sending a response goes back to the
 //!   pool: its globals and memory persist, as in Lambda. It is dropped instead after `reuse`
 //!   calls, or if the function runs in fresh-instance mode.
@@ -24,9 +24,11 @@
 //! - **Expiry.** Warm instances idle for longer than `idle_timeout` are dropped by the reaper; with
 //!   none left the function has scaled to zero and its memory is back with the OS.
 //! - **Concurrent reuse (wasi:http 0.3).** A 0.3 instance takes up to `instance_concurrency`
-//!   calls at once (see [`crate::service`]). A call goes to the most recently used instance with
+//!   calls at once (see `instance::p3`). A call goes to the most recently used instance with
 //!   room, so calls pack onto few instances and the others go idle and expire; a new instance
-//!   starts only when every live one is full. `max_instances` caps live instances (0.2 and 0.3).
+//!   starts only when every live one is full, and is registered before the pool's lock is let
+//!   go, so calls arriving together start one instance, not one each. `max_instances` caps live
+//!   instances (0.2 and 0.3).
 //! - **Minimum.** A function with `min_instances` (Lambda's provisioned concurrency) is topped up
 //!   to that many live instances in the background: at deploy, after a restart, and whenever a
 //!   call used one up (reuse limit, failure, fresh-instance mode, where pre-warmed instances serve
@@ -42,52 +44,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{Demand, Running};
 use crate::error::InvokeError;
-use crate::instance::Instance;
+use crate::instance::{P2Instance, P3Instance};
 use crate::limits::Limits;
 use crate::metrics::FunctionMetrics;
-use crate::service::Service;
-
-/// The worker-wide count of live instances; each [`Instance`] holds one [`Slot`].
-pub(crate) struct Slots {
-    live: AtomicU32,
-    max: u32,
-}
-
-impl Slots {
-    pub(crate) fn new(max: u32) -> Arc<Slots> {
-        Arc::new(Slots {
-            live: AtomicU32::new(0),
-            max,
-        })
-    }
-
-    pub(crate) fn max(&self) -> u32 {
-        self.max
-    }
-
-    pub(crate) fn live(&self) -> u32 {
-        self.live.load(Ordering::Relaxed)
-    }
-
-    /// Takes a slot if one is free.
-    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(self.clone()))
-    }
-}
-
-/// One live instance's claim on the worker's budget, returned on drop.
-pub(crate) struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// A call's admission: one of its function's concurrency permits. Dropping it (however the call
 /// ends) frees the permit.
@@ -97,12 +56,12 @@ pub(crate) struct Admission {
     _running: Running,
 }
 
-/// What a wasi:http 0.2 call holds while it runs: its admission and, for a warm start, an
-/// instance. Dropping it frees the permit and the busy count.
+/// What a call that holds one instance of its own holds while it runs (wasi:http 0.2, CGI): its
+/// admission and, for a warm start, an instance. Dropping it frees the permit and the busy count.
 pub(crate) struct Lease {
     _admission: Admission,
     busy: prometheus::IntGauge,
-    pub(crate) instance: Option<Instance>,
+    pub(crate) instance: Option<P2Instance>,
 }
 
 impl Drop for Lease {
@@ -112,8 +71,8 @@ impl Drop for Lease {
 }
 
 /// A live wasi:http 0.3 instance and what the pool tracks of it.
-struct ServiceEntry {
-    service: Arc<Service>,
+struct P3Entry {
+    instance: Arc<P3Instance>,
     /// Calls running on it now.
     in_flight: u32,
     /// Calls it has taken, counting those running.
@@ -128,9 +87,9 @@ pub(crate) struct Pool {
     permit_count: usize,
     queued: AtomicU32,
     /// Warm wasi:http 0.2 instances, each serving one call at a time.
-    idle: Mutex<Vec<Instance>>,
+    idle: Mutex<Vec<P2Instance>>,
     /// Live wasi:http 0.3 instances, idle or busy, least recently used first.
-    services: Mutex<Vec<ServiceEntry>>,
+    p3: Mutex<Vec<P3Entry>>,
     limits: Limits,
     /// Set once a reused instance served a call: reuse works for this function.
     reuse_proven: AtomicBool,
@@ -167,7 +126,7 @@ impl Pool {
             permit_count,
             queued: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
-            services: Mutex::new(Vec::new()),
+            p3: Mutex::new(Vec::new()),
             fresh_only: AtomicBool::new(limits.reuse <= 1),
             drained: AtomicBool::new(false),
             topping_up: AtomicBool::new(false),
@@ -199,8 +158,9 @@ impl Pool {
         })
     }
 
-    /// Admits a wasi:http 0.2 call and hands it a warm instance if there is one.
-    pub(crate) async fn acquire(&self, function: &str) -> Result<Lease, InvokeError> {
+    /// Admits a call that needs an instance of its own (wasi:http 0.2, CGI) and hands it a warm
+    /// 0.2 instance if there is one.
+    pub(crate) async fn lease(&self, function: &str) -> Result<Lease, InvokeError> {
         let admission = self.admit(function).await?;
         let instance = {
             let mut idle = self.idle.lock().unwrap();
@@ -250,7 +210,7 @@ impl Pool {
     }
 
     /// Returns an instance after a successful call, or drops it if it has served its share.
-    pub(crate) fn release(&self, instance: Instance, reused: bool) {
+    pub(crate) fn release(&self, instance: P2Instance, reused: bool) {
         if reused {
             self.reuse_proven.store(true, Ordering::Relaxed);
         }
@@ -290,7 +250,7 @@ impl Pool {
     /// `min_instances`.
     pub(crate) fn reap(&self, now: Instant) -> usize {
         let expired_services = {
-            let mut services = self.services.lock().unwrap();
+            let mut services = self.p3.lock().unwrap();
             let idle = services.iter().filter(|e| e.in_flight == 0).count();
             let keep = (self.limits.min_instances as usize).saturating_sub(services.len() - idle);
             let mut expirable = idle.saturating_sub(keep);
@@ -306,7 +266,7 @@ impl Pool {
             before - services.len()
         };
         self.metrics.idle.sub(expired_services as i64);
-        let expired: Vec<Instance> = {
+        let expired: Vec<P2Instance> = {
             let mut idle = self.idle.lock().unwrap();
             let keep = (self.limits.min_instances as usize).saturating_sub(self.busy());
             // LIFO: the oldest are at the front.
@@ -324,7 +284,7 @@ impl Pool {
     /// When the longest-idle warm instance above the function's `min_instances` went idle.
     pub(crate) fn oldest_evictable(&self) -> Option<Instant> {
         {
-            let services = self.services.lock().unwrap();
+            let services = self.p3.lock().unwrap();
             if !services.is_empty() {
                 return (services.len() > self.limits.min_instances as usize)
                     .then(|| services.iter().find(|e| e.in_flight == 0))
@@ -342,7 +302,7 @@ impl Pool {
     /// Drops the longest-idle warm instance to free its slot for another function.
     pub(crate) fn evict_oldest(&self) -> bool {
         let evicted = {
-            let mut services = self.services.lock().unwrap();
+            let mut services = self.p3.lock().unwrap();
             services
                 .iter()
                 .position(|e| e.in_flight == 0)
@@ -365,7 +325,7 @@ impl Pool {
         self.drained.store(true, Ordering::Relaxed);
         let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
         self.metrics.idle.sub(dropped.len() as i64);
-        let services = std::mem::take(&mut *self.services.lock().unwrap());
+        let services = std::mem::take(&mut *self.p3.lock().unwrap());
         let busy = services.iter().filter(|e| e.in_flight > 0).count();
         self.metrics.busy.sub(busy as i64);
         self.metrics.idle.sub((services.len() - busy) as i64);
@@ -373,7 +333,7 @@ impl Pool {
 
     /// Idle and busy instances.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let services = self.services.lock().unwrap();
+        let services = self.p3.lock().unwrap();
         if !services.is_empty() {
             let busy = services.iter().filter(|e| e.in_flight > 0).count();
             return (services.len() - busy, busy);
@@ -408,19 +368,44 @@ impl Pool {
     }
 
     /// Adds a pre-warmed instance.
-    pub(crate) fn add_prewarmed(&self, instance: Instance) {
+    pub(crate) fn add_prewarmed(&self, instance: P2Instance) {
         self.idle.lock().unwrap().push(instance);
         self.metrics.idle.inc();
     }
 
     /// Takes the most recently used wasi:http 0.3 instance that can take another call: calls are
     /// packed onto few instances, and the rest go idle and age out.
-    pub(crate) fn checkout_service(&self) -> Option<Arc<Service>> {
-        let mut services = self.services.lock().unwrap();
+    pub(crate) fn checkout_p3(&self) -> Option<Arc<P3Instance>> {
+        let mut services = self.p3.lock().unwrap();
+        self.checkout_p3_locked(&mut services)
+    }
+
+    /// Like [`Pool::checkout_p3`], but when no instance has room `start` makes one, registered
+    /// with this call on it before the lock is let go: calls that arrive together queue on one
+    /// new instance instead of each starting one. Returns the instance and whether it is new.
+    pub(crate) fn checkout_or_start_p3(
+        &self,
+        start: impl FnOnce() -> Arc<P3Instance>,
+    ) -> (Arc<P3Instance>, bool) {
+        let mut services = self.p3.lock().unwrap();
+        if let Some(instance) = self.checkout_p3_locked(&mut services) {
+            return (instance, false);
+        }
+        let instance = start();
+        services.push(P3Entry {
+            instance: instance.clone(),
+            in_flight: 1,
+            calls: 1,
+            idle_since: Instant::now(),
+        });
+        self.metrics.busy.inc();
+        (instance, true)
+    }
+
+    fn checkout_p3_locked(&self, services: &mut Vec<P3Entry>) -> Option<Arc<P3Instance>> {
         let per_instance = self.limits.instance_concurrency.max(1);
-        let i = services
-            .iter()
-            .rposition(|e| e.in_flight < per_instance && e.calls < self.limits.reuse)?;
+        let loads = services.iter().map(|e| (e.in_flight, e.calls));
+        let i = pick_p3(loads, per_instance, self.limits.reuse)?;
         let mut entry = services.remove(i);
         if entry.in_flight == 0 {
             self.metrics.idle.dec();
@@ -428,36 +413,31 @@ impl Pool {
         }
         entry.in_flight += 1;
         entry.calls += 1;
-        let service = entry.service.clone();
+        let instance = entry.instance.clone();
         services.push(entry);
         self.metrics.warm_starts.inc();
-        Some(service)
+        Some(instance)
     }
 
-    /// Adds a wasi:http 0.3 instance: started for a call (which is running on it) or pre-warmed.
-    pub(crate) fn add_service(&self, service: Arc<Service>, for_call: bool) {
-        let n = u32::from(for_call);
-        self.services.lock().unwrap().push(ServiceEntry {
-            service,
-            in_flight: n,
-            calls: n,
+    /// Adds a pre-warmed wasi:http 0.3 instance.
+    pub(crate) fn add_prewarmed_p3(&self, instance: Arc<P3Instance>) {
+        self.p3.lock().unwrap().push(P3Entry {
+            instance,
+            in_flight: 0,
+            calls: 0,
             idle_since: Instant::now(),
         });
-        if for_call {
-            self.metrics.busy.inc();
-        } else {
-            self.metrics.idle.inc();
-        }
+        self.metrics.idle.inc();
     }
 
     /// Ends a call on a wasi:http 0.3 instance. `retire` takes the instance out of the pool (it
     /// failed, or a call on it timed out); one that has served its `reuse` calls leaves when its
     /// last call ends.
-    pub(crate) fn finish_service_call(&self, service: &Arc<Service>, retire: bool) {
-        let mut services = self.services.lock().unwrap();
+    pub(crate) fn finish_p3_call(&self, instance: &Arc<P3Instance>, retire: bool) {
+        let mut services = self.p3.lock().unwrap();
         let Some(i) = services
             .iter()
-            .position(|e| Arc::ptr_eq(&e.service, service))
+            .position(|e| Arc::ptr_eq(&e.instance, instance))
         else {
             return;
         };
@@ -485,6 +465,18 @@ impl Pool {
     pub(crate) fn topped_up(&self) {
         self.topping_up.store(false, Ordering::Release);
     }
+}
+
+/// Which wasi:http 0.3 instance takes the next call, given each one's `(in_flight, calls)`,
+/// least recently used first: the most recently used one with room for another call and calls
+/// left before its `reuse` limit.
+fn pick_p3(
+    loads: impl DoubleEndedIterator<Item = (u32, u32)> + ExactSizeIterator,
+    per_instance: u32,
+    reuse: u32,
+) -> Option<usize> {
+    let mut loads = loads;
+    loads.rposition(|(in_flight, calls)| in_flight < per_instance && calls < reuse)
 }
 
 /// Runs `f` when dropped, also when the enclosing future is cancelled.

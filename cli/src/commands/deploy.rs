@@ -8,7 +8,8 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use wafer_gateway::Manifest;
-use wafer_gateway::manifest::{ByteSize, HumanDuration, QueueSection};
+use wafer_gateway::trigger::amqp::config::QueueSection;
+use wafer_gateway::units::{ByteSize, HumanDuration};
 
 use crate::client::{Client, ServerArgs};
 use crate::project::Project;

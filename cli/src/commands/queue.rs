@@ -10,7 +10,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use wafer_gateway::trigger::amqp::{DEFAULT_AMQP_URL, redact_url};
+use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, redact_url};
 
 #[derive(clap::Subcommand)]
 pub enum Queue {

@@ -5,12 +5,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wafer_gateway::{Gateway, GatewayConfig};
+use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
+use wafer_gateway::units::{ByteSize, HumanDuration};
+use wafer_gateway::{ConnectionLimits, Gateway, GatewayConfig};
 use wafer_worker::{EngineConfig, Worker, WorkerConfig};
 
 use crate::project::Project;
@@ -30,42 +31,41 @@ pub struct Up {
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Live instances (warm or busy) across all functions.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = EngineConfig::default().max_instances)]
     max_instances: u32,
     /// Largest component upload accepted by the admin API, e.g. 128MiB.
-    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
-    max_upload: u64,
+    #[arg(long, default_value_t = ByteSize(GatewayConfig::default().max_upload), value_parser = ByteSize::parse)]
+    max_upload: ByteSize,
     /// Compiled code kept in memory; above it, code of functions idle for --code-idle is dropped
     /// (least recently used first) and loaded back from disk on their next call.
-    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
-    code_memory: u64,
+    #[arg(long, default_value_t = ByteSize(WorkerConfig::DEFAULT_CODE_MEMORY), value_parser = ByteSize::parse)]
+    code_memory: ByteSize,
     /// How long a function must go uncalled, with no instances, before its code may be dropped.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    code_idle: Duration,
+    #[arg(long, default_value_t = HumanDuration(WorkerConfig::DEFAULT_CODE_IDLE), value_parser = HumanDuration::parse)]
+    code_idle: HumanDuration,
     /// Largest request body passed to a function, e.g. 64MiB.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    max_body: u64,
+    #[arg(long, default_value_t = ByteSize(GatewayConfig::default().max_request_body), value_parser = ByteSize::parse)]
+    max_body: ByteSize,
     /// The broker for queue triggers that name none.
-    #[arg(long, env = "WAFER_AMQP_URL", default_value = wafer_gateway::trigger::amqp::DEFAULT_AMQP_URL, hide_env_values = true)]
+    #[arg(long, env = "WAFER_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     amqp_url: String,
     /// Connections open at once; more are closed as soon as they are accepted.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
     /// Time a client has to send a request's headers.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    header_timeout: Duration,
+    #[arg(long, default_value_t = HumanDuration(ConnectionLimits::default().header_timeout), value_parser = HumanDuration::parse)]
+    header_timeout: HumanDuration,
     /// Time a request body may stall before the request fails.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    body_timeout: Duration,
+    #[arg(long, default_value_t = HumanDuration(ConnectionLimits::default().body_idle_timeout), value_parser = HumanDuration::parse)]
+    body_timeout: HumanDuration,
     /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
+    #[arg(long, default_value = "30s", value_parser = HumanDuration::parse)]
+    drain_timeout: HumanDuration,
 }
 
 impl Up {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        wafer_gateway::trigger::amqp::check_url(&self.amqp_url)
-            .map_err(|e| anyhow::anyhow!("--amqp-url: {e}"))?;
+        check_url(&self.amqp_url).map_err(|e| anyhow::anyhow!("--amqp-url: {e}"))?;
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("failed to create data directory {}", self.data.display()))?;
         // Records hold secrets and the token file lives here: the data is the owner's alone.
@@ -89,8 +89,8 @@ impl Up {
                 max_instances: self.max_instances,
                 ..EngineConfig::default()
             },
-            code_memory: self.code_memory,
-            code_idle: self.code_idle,
+            code_memory: self.code_memory.0,
+            code_idle: self.code_idle.0,
             ..WorkerConfig::new(self.data.clone(), registry.clone())
         })
         .context("failed to start the worker")?;
@@ -98,13 +98,13 @@ impl Up {
             GatewayConfig {
                 data_dir: self.data.clone(),
                 admin_token: token,
-                max_upload: self.max_upload,
-                max_request_body: self.max_body,
+                max_upload: self.max_upload.0,
+                max_request_body: self.max_body.0,
                 default_amqp_url: self.amqp_url.clone(),
-                connections: wafer_gateway::server::ConnectionLimits {
+                connections: ConnectionLimits {
                     max_connections: self.max_connections.max(1),
-                    header_timeout: self.header_timeout,
-                    body_idle_timeout: self.body_timeout,
+                    header_timeout: self.header_timeout.0,
+                    body_idle_timeout: self.body_timeout.0,
                 },
             },
             Arc::new(worker),
@@ -145,7 +145,7 @@ impl Up {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
         eprintln!("listening on http://{addr}");
-        let drain = self.drain_timeout;
+        let drain = self.drain_timeout.0;
         tokio::select! {
             result = server => result.context("the gateway failed")?,
             _ = async {
@@ -157,10 +157,6 @@ impl Up {
         }
         Ok(ExitCode::SUCCESS)
     }
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    wafer_gateway::manifest::ByteSize::parse(text).map(|s| s.0)
 }
 
 async fn wait_for_signal() {

@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use crate::Gateway;
 use crate::error::ApiError;
-use crate::manifest::RESERVED_PREFIX;
+use crate::router::RESERVED_PREFIX;
+use crate::state::Gateway;
 
 /// Routes a request to its function.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {

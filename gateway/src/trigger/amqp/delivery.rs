@@ -442,11 +442,7 @@ async fn settle(
     let outcome = match verdict {
         Verdict::Ack => {
             metrics.succeeded.inc();
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            ack(&delivery).await
         }
         Verdict::Requeue => requeue(&delivery).await,
         Verdict::Retry(failure) if attempt < trigger.max_attempts => {
@@ -455,54 +451,73 @@ async fn settle(
             headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
             let queue = retry_queue(&trigger.queue, delay);
             tracing::debug!(function = %ctx.function, queue = %trigger.queue, attempt, ?delay, error = %failure.message, "retrying message");
-            match republish(publish, &queue, &delivery, headers).await {
-                Ok(()) => {
-                    metrics.retried.inc();
-                    delivery
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(requeue_after(&delivery, e).await),
-            }
+            republish_then_ack(publish, &queue, &delivery, headers, &metrics.retried).await
         }
         Verdict::Retry(failure) | Verdict::DeadLetter(failure) => {
-            let mut headers = headers_of(&delivery);
-            let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
-            headers.insert("x-wafer-attempts".into(), AMQPValue::LongUInt(attempt));
-            headers.insert("x-wafer-error-status".into(), text(&failure.status));
-            let message: String = failure.message.chars().take(4000).collect();
-            headers.insert("x-wafer-error-message".into(), text(&message));
-            headers.insert("x-wafer-function".into(), text(&ctx.function));
-            headers.insert(
-                "x-wafer-function-version".into(),
-                AMQPValue::LongLongInt(ctx.version.load(Ordering::Relaxed) as i64),
-            );
-            headers.insert("x-wafer-source-queue".into(), text(&trigger.queue));
-            headers.insert(
-                "x-wafer-failed-at".into(),
-                text(&humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-            );
+            let headers = dead_letter_headers(ctx, &delivery, attempt, &failure);
             tracing::info!(function = %ctx.function, queue = %trigger.queue, attempt, error = %failure.message, "dead-lettering message");
-            match republish(publish, &trigger.dead_letter, &delivery, headers).await {
-                Ok(()) => {
-                    metrics.dead_lettered.inc();
-                    delivery
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
-                Err(e) => Err(requeue_after(&delivery, e).await),
-            }
+            let queue = &trigger.dead_letter;
+            republish_then_ack(publish, queue, &delivery, headers, &metrics.dead_lettered).await
         }
     };
     if let Err(error) = outcome {
         // The channel is gone; the broker redelivers the message to the next consumer.
         tracing::debug!(function = %ctx.function, queue = %trigger.queue, %error, "could not settle a delivery");
     }
+}
+
+/// The headers a dead-lettered message carries: its own, plus why and where it failed.
+fn dead_letter_headers(
+    ctx: &Context,
+    delivery: &Delivery,
+    attempt: u32,
+    failure: &Failure,
+) -> FieldTable {
+    let mut headers = headers_of(delivery);
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    headers.insert("x-wafer-attempts".into(), AMQPValue::LongUInt(attempt));
+    headers.insert("x-wafer-error-status".into(), text(&failure.status));
+    let message: String = failure.message.chars().take(4000).collect();
+    headers.insert("x-wafer-error-message".into(), text(&message));
+    headers.insert("x-wafer-function".into(), text(&ctx.function));
+    headers.insert(
+        "x-wafer-function-version".into(),
+        AMQPValue::LongLongInt(ctx.version.load(Ordering::Relaxed) as i64),
+    );
+    headers.insert("x-wafer-source-queue".into(), text(&ctx.trigger.queue));
+    headers.insert(
+        "x-wafer-failed-at".into(),
+        text(&humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+    );
+    headers
+}
+
+/// Republishes a copy of `delivery` to `queue` and acks the original once the broker has
+/// confirmed the copy (counting it in `republished`); if it has not, the original goes back to
+/// its queue (so nothing is lost).
+async fn republish_then_ack(
+    publish: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
+    republished: &prometheus::IntCounter,
+) -> Result<(), String> {
+    match republish(publish, queue, delivery, headers).await {
+        Ok(()) => {
+            republished.inc();
+            ack(delivery).await
+        }
+        Err(e) => Err(requeue_after(delivery, e).await),
+    }
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), String> {
+    delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 async fn requeue(delivery: &Delivery) -> Result<(), String> {

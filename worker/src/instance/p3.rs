@@ -1,10 +1,10 @@
-//! wasi:http 0.3 instances (components exporting `wasi:http/handler`): each runs its store's event
-//! loop in a task of its own and serves several calls at once.
+//! One wasi:http 0.3 instance (a component exporting `wasi:http/handler`): it runs its store's
+//! event loop in a task of its own and serves several calls at once.
 //!
 //! A 0.2 handler owns its instance for the whole call, so the pool lends an instance to one call
 //! at a time. A 0.3 handler is an async export: while one call waits (on a timer, on outbound
 //! HTTP, on its request body) the same instance can take another. So a 0.3 instance is a driver
-//! task that owns the `Store` and runs `run_concurrent`, and a [`Service`] handle that the pool
+//! task that owns the `Store` and runs `run_concurrent`, and a [`P3Instance`] handle that the pool
 //! and the calls on it share. Calls reach the driver over a channel; each gets its response (or
 //! why there is none) on a oneshot. Requests and responses are converted by wasmtime-wasi-http's
 //! own `Prepared`, the code `wasmtime serve` runs, so bodies stream both ways.
@@ -30,14 +30,14 @@ use wasmtime_wasi_http::handler::{Prepared, Proxy};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
-use crate::Request;
-use crate::function::{Function, trap_reason};
-use crate::host::Host;
-use crate::limits::CallClock;
-use crate::pool::Slot;
+use crate::backend::Request;
+use crate::error::{InvokeError, trap_reason};
+use crate::host::{Host, body_error};
+use crate::limits::{CallClock, Slot};
+use crate::metrics::FunctionMetrics;
 
 /// What the guest answered: a response head, its body streaming from the instance.
-pub(crate) type ServiceResponse = http::Response<wasmtime_wasi_http::WasiBody>;
+pub(crate) type P3Response = http::Response<wasmtime_wasi_http::WasiBody>;
 
 /// Why a call on a 0.3 instance produced no response.
 #[derive(Clone, Debug)]
@@ -54,6 +54,26 @@ pub(crate) enum Failure {
     Stopped,
 }
 
+impl Failure {
+    /// The error the call that saw this failure answers with.
+    pub(crate) fn into_error(self, function: &str, memory_limit: u64) -> InvokeError {
+        let function = function.to_string();
+        match self {
+            Failure::Guest(reason) => InvokeError::Guest { function, reason },
+            Failure::Trap(reason) => InvokeError::Trap { function, reason },
+            Failure::MemoryLimit => InvokeError::MemoryLimit {
+                function,
+                limit: memory_limit,
+            },
+            Failure::Instantiate(reason) => InvokeError::Instantiate { function, reason },
+            Failure::Stopped => InvokeError::Trap {
+                function,
+                reason: "the instance stopped (another call on it failed or timed out)".to_string(),
+            },
+        }
+    }
+}
+
 /// Where an instance is in its life, as its driver publishes it.
 #[derive(Clone, Debug)]
 enum State {
@@ -66,41 +86,40 @@ enum State {
 struct Job {
     request: Request,
     log_budget: u64,
-    respond: oneshot::Sender<Result<ServiceResponse, Failure>>,
+    respond: oneshot::Sender<Result<P3Response, Failure>>,
 }
 
 /// A live 0.3 instance, shared by the pool and the calls running on it.
-pub(crate) struct Service {
+pub(crate) struct P3Instance {
     jobs: mpsc::UnboundedSender<Job>,
     state: watch::Receiver<State>,
     /// Dropped with the last handle: tells the driver to drop the store.
     _stop: oneshot::Sender<()>,
 }
 
-impl Service {
-    /// Starts an instance of the function's component in a fresh store: a cold start (or a
-    /// pre-warm). Returns at once; calls made before instantiation is done wait for it.
+impl P3Instance {
+    /// Starts instantiating a pre-linked component in `store` (built with `clock` installed): a
+    /// cold start, or a pre-warm. Returns at once; calls made before instantiation is done wait
+    /// for it.
     pub(crate) fn spawn(
-        function: &Function,
         pre: &ServicePre<Host>,
-        slot: Slot,
+        store: Store<Host>,
         clock: CallClock,
-    ) -> Arc<Service> {
-        let mut store = Store::new(pre.engine(), Host::new(&function.config, &function.logs));
-        store.limiter(|host| &mut host.limiter);
-        clock.install(&mut store);
+        slot: Slot,
+        metrics: &FunctionMetrics,
+    ) -> Arc<P3Instance> {
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::Starting);
         let (stop, stop_rx) = oneshot::channel();
         let driver = Driver {
             store,
             clock,
-            calls_served: function.metrics.instance_calls.clone(),
-            instantiate: function.metrics.instantiate.clone(),
+            calls_served: metrics.instance_calls.clone(),
+            instantiate: metrics.instantiate.clone(),
             _slot: slot,
         };
         tokio::spawn(driver.run(pre.clone(), jobs_rx, stop_rx, state_tx));
-        Arc::new(Service {
+        Arc::new(P3Instance {
             jobs,
             state,
             _stop: stop,
@@ -126,7 +145,7 @@ impl Service {
         &self,
         request: Request,
         log_budget: u64,
-    ) -> Result<ServiceResponse, Failure> {
+    ) -> Result<P3Response, Failure> {
         let (respond, response) = oneshot::channel();
         let job = Job {
             request,
@@ -212,7 +231,7 @@ impl Driver {
         };
         self.calls_served.observe(f64::from(served));
         if let Err(error) = ended {
-            let failure = if self.store.data().limiter.hit_memory_limit {
+            let failure = if self.store.data().hit_memory_limit() {
                 Failure::MemoryLimit
             } else {
                 Failure::Trap(trap_reason(&error))
@@ -231,7 +250,7 @@ async fn call(accessor: &Accessor<Host>, proxy: &Proxy, job: Job) -> wasmtime::R
         log_budget,
         respond,
     } = job;
-    let request = request.map(|body| body.map_err(crate::instance::body_error).boxed_unsync());
+    let request = request.map(|body| body.map_err(body_error).boxed_unsync());
     let (tx, rx) = futures::channel::oneshot::channel();
     let prepared = accessor.with(|mut access| {
         access.data_mut().output_budget.reset(log_budget);
@@ -254,7 +273,7 @@ async fn call(accessor: &Accessor<Host>, proxy: &Proxy, job: Job) -> wasmtime::R
         Ok(Err(error)) => match error.downcast_ref::<ErrorCode>() {
             Some(code) => Err(Failure::Guest(format!("{code:?}"))),
             None => {
-                let failure = if accessor.with(|mut a| a.data_mut().limiter.hit_memory_limit) {
+                let failure = if accessor.with(|mut a| a.data_mut().hit_memory_limit()) {
                     Failure::MemoryLimit
                 } else {
                     Failure::Trap(trap_reason(&error))

@@ -1,0 +1,94 @@
+//! The gateway's shared state, which every handler gets: its settings, the deployed functions
+//! (and through them the backend and the queue triggers), and the metrics registry.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wafer_worker::Backend;
+
+use crate::error::OpenError;
+use crate::functions::Functions;
+use crate::trigger::amqp::QueueTriggers;
+use crate::trigger::amqp::config::DEFAULT_AMQP_URL;
+
+/// Gateway settings. `Default` states the defaults.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Holds `functions/` (the records).
+    pub data_dir: PathBuf,
+    /// The bearer token the admin API requires.
+    pub admin_token: String,
+    /// Largest component upload, in bytes; larger ones get 413 before they are read.
+    pub max_upload: u64,
+    /// Largest request body passed to a function, in bytes.
+    pub max_request_body: u64,
+    /// The broker for queue triggers that name none.
+    pub default_amqp_url: String,
+    /// What each client may hold open.
+    pub connections: ConnectionLimits,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            data_dir: PathBuf::from(".wafer"),
+            admin_token: String::new(),
+            max_upload: 128 << 20,
+            max_request_body: 64 << 20,
+            default_amqp_url: DEFAULT_AMQP_URL.to_string(),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// Limits on what clients may hold open. `Default` states the defaults.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once; further ones are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (slow-loris protection).
+    pub header_timeout: Duration,
+    /// Time a request body may go without sending anything before the request fails.
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    pub functions: Functions,
+    pub config: GatewayConfig,
+    /// Gathered by `/_wafer/metrics`; the worker registers its series here too.
+    pub metrics: prometheus::Registry,
+}
+
+impl Gateway {
+    /// Loads the recorded functions onto `backend` and returns the gateway, ready to serve.
+    pub async fn open(
+        config: GatewayConfig,
+        backend: Arc<dyn Backend>,
+        metrics: prometheus::Registry,
+    ) -> Result<Arc<Gateway>, OpenError> {
+        let triggers =
+            QueueTriggers::new(backend.clone(), config.default_amqp_url.clone(), &metrics)?;
+        let functions = Functions::open(&config.data_dir, backend, triggers).await?;
+        Ok(Arc::new(Gateway {
+            functions,
+            config,
+            metrics,
+        }))
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        self.functions.backend()
+    }
+}

@@ -1,0 +1,330 @@
+//! A wasi:http 0.2 call: lease a warm instance or start one, run the handler under the timeout
+//! (inline in the caller's task, and in a task of its own only if it is still writing its body
+//! when it answers), stream the response back, and return or discard the instance. A call that
+//! failed on a reused instance of a function whose reuse is unproven is replayed once on a fresh
+//! instance when it had no body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::Function;
+use crate::backend::{BoxError, Request, Response, empty_body};
+use crate::error::InvokeError;
+use crate::host::Host;
+use crate::instance::{GuestResponse, P2Instance};
+use crate::logs::Stream;
+use crate::pool::Lease;
+
+/// Runs one call, replaying it on a fresh instance if its first attempt may be replayed.
+pub(super) async fn invoke(
+    function: &Arc<Function>,
+    pre: &ProxyPre<Host>,
+    mut request: Request,
+) -> Result<Response, InvokeError> {
+    loop {
+        let lease = function
+            .pool
+            .lease(&function.name)
+            .await
+            .map_err(|e| function.refused(e))?;
+        match attempt(function, pre, lease, request).await {
+            Ok(response) => return Ok(response),
+            Err(Retry::Replay(parts)) => request = Request::from_parts(*parts, empty_body()),
+            Err(Retry::No(error)) => return Err(error),
+        }
+    }
+}
+
+/// Whether a failed attempt is replayed.
+enum Retry {
+    /// On a fresh instance, with this request head (the request had no body).
+    Replay(Box<http::request::Parts>),
+    No(InvokeError),
+}
+
+/// How one attempt ended, as seen by the task that ran it.
+enum Outcome {
+    Ok,
+    Failed {
+        error: InvokeError,
+        /// The request's head, kept when the failure may be replayed on a fresh instance.
+        replay: Option<Box<http::request::Parts>>,
+    },
+}
+
+/// One attempt, polled right here until it answers. Most calls finish within that poll, body
+/// and all, and need no task of their own; one still writing its body when the head arrives
+/// goes on in a task.
+async fn attempt(
+    function: &Arc<Function>,
+    pre: &ProxyPre<Host>,
+    lease: Lease,
+    request: Request,
+) -> Result<Response, Retry> {
+    let (respond, mut response) = oneshot::channel();
+    let (finished, done) = oneshot::channel();
+    let mut call = Call::new(run(
+        function.clone(),
+        pre.clone(),
+        lease,
+        request,
+        respond,
+        finished,
+    ));
+    let first = std::future::poll_fn(|cx| {
+        if let Poll::Ready(outcome) = Pin::new(&mut call).poll(cx) {
+            return Poll::Ready(First::Finished(outcome));
+        }
+        Pin::new(&mut response).poll(cx).map(First::Answered)
+    })
+    .await;
+    let answer = match first {
+        First::Finished(outcome) => response.try_recv().map_err(|_| outcome),
+        First::Answered(Ok(answer)) => {
+            call.detach();
+            Ok(answer)
+        }
+        First::Answered(Err(_)) => Err(call.await),
+    };
+    let function_name = || function.name.to_string();
+    match answer {
+        Ok(Ok(response)) => Ok(response.map(|body| Completed::new(body, done).boxed_unsync())),
+        Ok(Err(code)) => Err(Retry::No(InvokeError::Guest {
+            function: function_name(),
+            reason: format!("{code:?}"),
+        })),
+        // No response: the call's outcome says why. (A call that ended well has responded.)
+        Err(Ok(Outcome::Ok)) => Err(Retry::No(InvokeError::NoResponse {
+            function: function_name(),
+        })),
+        Err(Ok(Outcome::Failed {
+            replay: Some(parts),
+            ..
+        })) => Err(Retry::Replay(parts)),
+        Err(Ok(Outcome::Failed { error, .. })) => Err(Retry::No(error)),
+        Err(Err(_panic)) => Err(Retry::No(InvokeError::Trap {
+            function: function_name(),
+            reason: "the call failed inside wafer (a bug: see the server log)".to_string(),
+        })),
+    }
+}
+
+/// What happened first to a call running inline: it finished, or it answered.
+enum First {
+    Finished(std::thread::Result<Outcome>),
+    Answered(Result<GuestResponse, oneshot::error::RecvError>),
+}
+
+/// One call attempt, polled inline by the caller. Detached (spawned to run to completion) when
+/// the caller stops polling it before it finished: once it has answered, or when the caller
+/// goes away (a client that hangs up does not cut a call short, as on Lambda). A panic inside it
+/// is caught and reported instead of taking the connection down.
+struct Call(Option<Pin<Box<dyn Future<Output = std::thread::Result<Outcome>> + Send>>>);
+
+impl Call {
+    fn new(call: impl Future<Output = Outcome> + Send + 'static) -> Call {
+        use futures::FutureExt;
+        Call(Some(Box::pin(
+            std::panic::AssertUnwindSafe(call).catch_unwind(),
+        )))
+    }
+
+    fn detach(mut self) {
+        if let Some(call) = self.0.take() {
+            tokio::spawn(call);
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = std::thread::Result<Outcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let Some(call) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let outcome = std::task::ready!(call.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take() {
+            tokio::spawn(call);
+        }
+    }
+}
+
+/// One call attempt. Owns the instance for the call's whole life, including the part of the body
+/// the guest writes after setting the response head.
+async fn run(
+    function: Arc<Function>,
+    pre: ProxyPre<Host>,
+    mut lease: Lease,
+    request: Request,
+    respond: oneshot::Sender<GuestResponse>,
+    finished: oneshot::Sender<bool>,
+) -> Outcome {
+    let started = Instant::now();
+    let warm = lease.instance.take();
+    // A pre-warmed instance is warm but has not served a call yet.
+    let reused = warm.as_ref().is_some_and(|i| i.calls > 0);
+    // A request that failed on a reused instance may be replayed on a fresh one, but only while
+    // reuse is unproven and only if the guest cannot have consumed a body.
+    let replay = (reused
+        && function.pool.reuse_unproven()
+        && http_body::Body::size_hint(request.body()).exact() == Some(0))
+    .then(|| Box::new(clone_head(&request)));
+    let limits = &function.config.limits;
+
+    let attempt = async {
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => cold_start(&function, &pre).await?,
+        };
+        let result = instance
+            .handle(request, respond, limits.log_bytes_per_call)
+            .await;
+        Ok::<_, InvokeError>((instance, result))
+    };
+    let error = match tokio::time::timeout(limits.timeout, attempt).await {
+        Ok(Ok((mut instance, Ok(())))) if instance.responded() => {
+            function.succeeded(started);
+            instance.idle_since = Instant::now();
+            function.pool.release(instance, reused);
+            drop(lease);
+            function.top_up();
+            let _ = finished.send(true);
+            return Outcome::Ok;
+        }
+        Ok(Ok((_instance, Ok(())))) => InvokeError::NoResponse {
+            function: function.name.to_string(),
+        },
+        Ok(Ok((instance, Err(trap)))) => InvokeError::from_trap(
+            &function.name,
+            limits.memory,
+            instance.hit_memory_limit(),
+            &trap,
+        ),
+        Ok(Err(start_error)) => start_error,
+        Err(_elapsed) => function.timed_out(),
+    };
+    let error = function.failed(error, started);
+    let replay_allowed = matches!(
+        error,
+        InvokeError::Trap { .. } | InvokeError::NoResponse { .. } | InvokeError::Guest { .. }
+    );
+    let switched = function.pool.discard(reused && replay_allowed);
+    if switched {
+        let note = format!(
+            "a reused instance of `{}` failed where fresh ones succeed; serving every call from a fresh instance from now on (set reuse = 1 to make this explicit)",
+            function.name
+        );
+        tracing::warn!(function = %function.name, "{note}");
+        function.logs.push(Stream::Wafer, note);
+    }
+    drop(lease);
+    function.top_up();
+    let _ = finished.send(false);
+    Outcome::Failed {
+        error,
+        replay: replay.filter(|_| switched),
+    }
+}
+
+/// Takes a slot of the worker's instance budget and instantiates a fresh instance in it,
+/// counting a cold start.
+async fn cold_start(function: &Function, pre: &ProxyPre<Host>) -> Result<P2Instance, InvokeError> {
+    let slot = function.capacity.take_slot(&function.name)?;
+    let started = Instant::now();
+    let clock = function.capacity.clock();
+    let store = function.store(pre.engine(), &clock);
+    let instance = P2Instance::start(pre, store, clock, slot, &function.metrics)
+        .await
+        .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
+    function.metrics.cold_starts.inc();
+    function
+        .metrics
+        .instantiate
+        .observe(started.elapsed().as_secs_f64());
+    Ok(instance)
+}
+
+fn clone_head(request: &Request) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}
+
+/// A response body that ends cleanly only if the call that writes it completed. A guest stopped
+/// mid-body (timeout, trap) drops its store, which ends wasi:http's body stream as if it were
+/// complete; this turns that end into an error, so that the client sees a broken response
+/// instead of a short one.
+struct Completed {
+    inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+    done: Option<oneshot::Receiver<bool>>,
+}
+
+impl Completed {
+    fn new(
+        inner: wasmtime_wasi_http::p2::body::HyperOutgoingBody,
+        done: oneshot::Receiver<bool>,
+    ) -> Completed {
+        Completed {
+            inner,
+            done: Some(done),
+        }
+    }
+}
+
+impl http_body::Body for Completed {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Pending => return Poll::Pending,
+        }
+        let Some(done) = this.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let completed = match Pin::new(done).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result.unwrap_or(false),
+        };
+        this.done = None;
+        if completed {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Err(
+                "the function stopped before finishing its response body".into(),
+            )))
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,478 @@
+//! The in-process [`Backend`]: the worker's state (engine, linkers, code cache, functions,
+//! capacity), installing and retiring versions, loading evicted code back before a call, and the
+//! reaper that scales idle functions to zero.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::backend::{
+    Backend, Deployment, FunctionStatus, LogEvent, LogQuery, LogStream, Request, Response,
+    WorkerHealth,
+};
+use crate::code::{Code, Linkers};
+use crate::compile::{self, Compiled, Components};
+use crate::engine::{self, EngineConfig, EpochTicker};
+use crate::error::{DeployError, InvokeError, WorkerError};
+use crate::function::Function;
+use crate::gather::gather;
+use crate::limits::{Capacity, Lanes};
+use crate::logs::{LogSink, Logs};
+use crate::metrics::Metrics;
+
+/// Worker settings. [`WorkerConfig::new`] states the defaults.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Holds `components/`, `compiled/` and `logs/`.
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// Where the worker registers its metrics.
+    pub registry: prometheus::Registry,
+    /// Compiled code kept in memory, in bytes: above it, the code of functions idle for
+    /// `code_idle` (and with no instances) is dropped, least recently used first, and loaded
+    /// back from its on-disk artifact on the next call.
+    pub code_memory: u64,
+    pub code_idle: Duration,
+}
+
+impl WorkerConfig {
+    /// 512 MiB of compiled code kept in memory by default.
+    pub const DEFAULT_CODE_MEMORY: u64 = 512 << 20;
+    /// Code idle for 10 minutes may be dropped by default.
+    pub const DEFAULT_CODE_IDLE: Duration = Duration::from_secs(600);
+
+    /// Settings with wafer's defaults.
+    pub fn new(data_dir: PathBuf, registry: prometheus::Registry) -> WorkerConfig {
+        WorkerConfig {
+            data_dir,
+            engine: EngineConfig::default(),
+            registry,
+            code_memory: Self::DEFAULT_CODE_MEMORY,
+            code_idle: Self::DEFAULT_CODE_IDLE,
+        }
+    }
+}
+
+/// The in-process worker.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+/// What the worker holds; private to this module (functions get their [`Capacity`] instead).
+struct Inner {
+    linkers: Linkers,
+    components: Components,
+    functions: DashMap<Arc<str>, Arc<Function>>,
+    logs: Logs,
+    metrics: Metrics,
+    capacity: Arc<Capacity>,
+    engine_config: EngineConfig,
+    code_memory: u64,
+    code_idle: Duration,
+    pooling: bool,
+    shutting_down: AtomicBool,
+    /// Advances the engine's epoch while it lives.
+    _ticker: EpochTicker,
+}
+
+impl Worker {
+    /// Creates the engine, opens the data directory and starts the background reaper. Must be
+    /// called inside a tokio runtime.
+    pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
+        let (engine, pooling) = engine::new_engine(&config.engine)?;
+        let linkers = Linkers::new(&engine)
+            .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))?;
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| WorkerError::Io { context, source }
+        };
+        let components = Components::open(&engine, &config.data_dir)
+            .map_err(io(&format!("failed to open {}", config.data_dir.display())))?;
+        let logs = Logs::new(Some(config.data_dir.join("logs")))
+            .map_err(io("failed to open the logs directory"))?;
+        let ticker = EpochTicker::start(&engine)?;
+        let metrics = Metrics::new(&config.registry)?;
+        let inner = Arc::new_cyclic(|inner: &Weak<Inner>| {
+            let inner = inner.clone();
+            let evict = move || inner.upgrade().is_some_and(|w| w.evict_longest_idle());
+            Inner {
+                capacity: Arc::new(Capacity::new(
+                    config.engine.max_instances,
+                    Lanes::for_this_machine(),
+                    ticker.demand(),
+                    evict,
+                )),
+                _ticker: ticker,
+                linkers,
+                components,
+                functions: DashMap::new(),
+                logs,
+                metrics,
+                engine_config: config.engine,
+                code_memory: config.code_memory,
+                code_idle: config.code_idle,
+                pooling,
+                shutting_down: AtomicBool::new(false),
+            }
+        });
+        tokio::spawn(reap(Arc::downgrade(&inner)));
+        Ok(Worker { inner })
+    }
+}
+
+impl Inner {
+    /// Drops the longest-idle warm instance of any function, to make room for a cold start.
+    fn evict_longest_idle(&self) -> bool {
+        let oldest = self
+            .functions
+            .iter()
+            .filter_map(|f| f.pool.oldest_evictable().map(|t| (t, f.clone())))
+            .min_by_key(|(t, _)| *t);
+        oldest.is_some_and(|(_, f)| f.pool.evict_oldest())
+    }
+
+    /// The function's code, loaded back from its on-disk artifact if it was evicted (mapped and
+    /// linked again: milliseconds, no compilation).
+    async fn code_for(self: &Arc<Self>, function: &Arc<Function>) -> Result<Code, InvokeError> {
+        if let Some(code) = function.loaded_code() {
+            return Ok(code);
+        }
+        let _loading = function.loading.lock().await;
+        if let Some(code) = function.loaded_code() {
+            return Ok(code);
+        }
+        let (inner, digest) = (self.clone(), function.digest.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            inner.linkers.link(&inner.components.load(&digest)?)
+        })
+        .await
+        .unwrap_or_else(|e| Err(DeployError::Internal(e.to_string())));
+        let code = loaded.map_err(|e| {
+            function.refused(InvokeError::Instantiate {
+                function: function.name.to_string(),
+                reason: format!("loading its compiled code back failed: {e}"),
+            })
+        })?;
+        function.set_code(code.clone());
+        self.metrics.code_bytes.add(function.code_bytes as i64);
+        function.metrics.code_reloaded.inc();
+        tracing::debug!(function = %function.name, "compiled code loaded back");
+        Ok(code)
+    }
+
+    /// Drops from memory the compiled code of functions idle for `code_idle` with no instances,
+    /// least recently used first, until the code in memory fits `code_memory`. Functions with
+    /// `min_instances` keep theirs.
+    fn evict_idle_code(&self) -> usize {
+        let mut total = self.metrics.code_bytes.get().max(0) as u64;
+        if total <= self.code_memory {
+            return 0;
+        }
+        let now = crate::time::now_ms();
+        let idle_ms = self.code_idle.as_millis() as u64;
+        let mut idle: Vec<Arc<Function>> = self
+            .functions
+            .iter()
+            .filter(|f| {
+                f.config.limits.min_instances == 0
+                    && now.saturating_sub(f.last_used_ms()) >= idle_ms
+                    && f.pool.counts() == (0, 0)
+            })
+            .map(|f| f.clone())
+            .collect();
+        idle.sort_by_key(|f| f.last_used_ms());
+        let mut evicted = 0;
+        for f in idle {
+            if total <= self.code_memory {
+                break;
+            }
+            if !f.evict_code() {
+                continue;
+            }
+            total = total.saturating_sub(f.code_bytes as u64);
+            self.metrics.code_bytes.sub(f.code_bytes as i64);
+            f.metrics.code_evicted.inc();
+            let shared_digest = self
+                .functions
+                .iter()
+                .any(|g| g.digest == f.digest && g.loaded_code().is_some());
+            if !shared_digest {
+                self.components.forget(&f.digest);
+            }
+            tracing::debug!(function = %f.name, bytes = f.code_bytes, "evicted idle compiled code");
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Accounts for a function version leaving (deleted or replaced).
+    fn retire(&self, function: &Function) {
+        function.pool.drain();
+        if function.evict_code() {
+            self.metrics.code_bytes.sub(function.code_bytes as i64);
+        }
+    }
+
+    /// Checks that a deployment fits this worker. Blocking (it may load code from disk).
+    fn check(&self, deployment: &Deployment) -> Result<Compiled, DeployError> {
+        let limits = &deployment.config.limits;
+        if limits.memory > self.engine_config.max_memory {
+            return Err(DeployError::Limits(format!(
+                "memory limit {} bytes is above this worker's maximum of {} bytes",
+                limits.memory, self.engine_config.max_memory
+            )));
+        }
+        let (_, max_instances) = self.capacity.instances();
+        if limits.concurrency > max_instances {
+            return Err(DeployError::Limits(format!(
+                "concurrency {} is above this worker's maximum of {max_instances} instances",
+                limits.concurrency
+            )));
+        }
+        let compiled = self.components.load(&deployment.digest)?;
+        if let Some(pages) = compiled.initial_memory_pages() {
+            let bytes = pages.saturating_mul(64 << 10);
+            if bytes > limits.memory {
+                return Err(DeployError::Limits(format!(
+                    "the component needs {bytes} bytes of memory at start, above the function's memory limit of {} bytes",
+                    limits.memory
+                )));
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// Starts serving a version: new calls go to it, calls running on the old one finish there.
+    /// Blocking.
+    fn install(&self, deployment: Deployment) -> Result<(), DeployError> {
+        let compiled = self.check(&deployment)?;
+        let code = self.linkers.link(&compiled)?;
+        let code_bytes = compiled.image_bytes();
+        let name: Arc<str> = Arc::from(deployment.name.as_str());
+        let function = Arc::new(Function::new(
+            deployment,
+            code,
+            code_bytes,
+            self.logs.sink(&name),
+            self.metrics.function(&name),
+            self.capacity.clone(),
+        ));
+        self.metrics.code_bytes.add(code_bytes as i64);
+        if let Some(old) = self.functions.insert(name, function.clone()) {
+            self.retire(&old);
+        }
+        function.top_up();
+        Ok(())
+    }
+
+    /// Validates and compiles `component` (or finds it compiled already) and stores it. Blocking.
+    fn prepare(&self, component: &[u8]) -> Result<String, DeployError> {
+        let digest = compile::digest(component);
+        // Bytes seen before are compiled already (in memory or on disk).
+        if let Some(compiled) = self.components.cached(&digest) {
+            self.linkers.link(&compiled)?;
+            return Ok(digest);
+        }
+        let compiled = self.components.compile(component)?;
+        self.linkers.link(&compiled)?;
+        self.components.store(&digest, component, &compiled)?;
+        Ok(digest)
+    }
+
+    fn status(&self, name: &str) -> Option<FunctionStatus> {
+        let f = self.functions.get(name)?.clone();
+        let (idle, busy) = f.pool.counts();
+        Some(FunctionStatus {
+            version: f.version,
+            digest: f.digest.clone(),
+            interface: f.interface,
+            code_loaded: f.loaded_code().is_some(),
+            instances_idle: idle,
+            instances_busy: busy,
+            fresh_instance_per_call: f.pool.fresh_only(),
+            cold_starts: f.metrics.cold_starts.get(),
+            warm_starts: f.metrics.warm_starts.get(),
+            invocations_ok: f.metrics.ok.get(),
+            last_call_ms: f.last_call_ms(),
+        })
+    }
+
+    fn log_sink(&self, name: &str) -> Option<Arc<LogSink>> {
+        self.functions
+            .get(name)
+            .map(|f| f.logs.clone())
+            .or_else(|| self.logs.get(name))
+    }
+}
+
+impl Backend for Worker {
+    fn invoke(
+        &self,
+        function: &str,
+        request: Request,
+    ) -> BoxFuture<'static, Result<Response, InvokeError>> {
+        let inner = self.inner.clone();
+        let found = self.inner.functions.get(function).map(|f| f.clone());
+        let missing = found.is_none().then(|| function.to_string());
+        Box::pin(async move {
+            if inner.shutting_down.load(Ordering::Relaxed) {
+                return Err(InvokeError::ShuttingDown);
+            }
+            let Some(function) = found else {
+                return Err(InvokeError::NotFound(missing.unwrap_or_default()));
+            };
+            function.touch();
+            let code = inner.code_for(&function).await?;
+            Ok(gather(function.invoke(code, request).await?).await)
+        })
+    }
+
+    fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.prepare(&component))
+                .await
+                .map_err(|e| DeployError::Internal(format!("compilation task failed: {e}")))?
+        })
+    }
+
+    fn install(&self, deployment: Deployment) -> BoxFuture<'static, Result<(), DeployError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.install(deployment))
+                .await
+                .map_err(|e| DeployError::Internal(format!("install task failed: {e}")))?
+        })
+    }
+
+    fn remove(&self, function: &str) -> BoxFuture<'static, bool> {
+        let removed = match self.inner.functions.remove(function) {
+            Some((name, old)) => {
+                self.inner.retire(&old);
+                self.inner.logs.remove(&name);
+                self.inner.metrics.remove(&name);
+                true
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(removed))
+    }
+
+    fn status(&self, function: &str) -> BoxFuture<'static, Option<FunctionStatus>> {
+        Box::pin(std::future::ready(self.inner.status(function)))
+    }
+
+    fn logs(&self, function: &str, query: LogQuery) -> BoxFuture<'static, Option<LogStream>> {
+        Box::pin(std::future::ready(
+            self.inner
+                .log_sink(function)
+                .map(|sink| read_logs(&sink, query)),
+        ))
+    }
+
+    fn retain(
+        &self,
+        live: HashSet<String>,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<usize, DeployError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                inner
+                    .components
+                    .retain(&live, grace)
+                    .map_err(DeployError::io("failed to remove unused components"))
+            })
+            .await
+            .map_err(|e| DeployError::Internal(format!("cleanup task failed: {e}")))?
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'static, WorkerHealth> {
+        let (live, max) = self.inner.capacity.instances();
+        Box::pin(std::future::ready(WorkerHealth {
+            pooling: self.inner.pooling,
+            instances_live: live,
+            instances_max: max,
+            functions: self.inner.functions.len(),
+            shutting_down: self.inner.shutting_down.load(Ordering::Relaxed),
+        }))
+    }
+
+    fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The last `query.tail` lines of a log and, when following, the lines written after them. The
+/// follower subscribes before the backlog is read, so that no line falls between the two; it
+/// holds no reference to the sink, so a deleted function's follow ends.
+fn read_logs(sink: &LogSink, query: LogQuery) -> LogStream {
+    let follow = query.follow.then(|| sink.subscribe());
+    let backlog = sink.recent(query.tail);
+    let backlog = futures::stream::iter(backlog.into_iter().map(LogEvent::Line));
+    let live = futures::stream::unfold(follow, |rx| async move {
+        let mut rx = rx?;
+        let event = match rx.recv().await {
+            Ok(line) => LogEvent::Line(line),
+            Err(RecvError::Lagged(n)) => LogEvent::Skipped(n),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((event, Some(rx)))
+    });
+    backlog.chain(live).boxed()
+}
+
+/// Hands memory freed by dropped instances (their stores, tables of host resources) back to the
+/// OS. Linear memories and stacks are decommitted by the pooling allocator itself; glibc's
+/// allocator keeps freed heap pages until asked, so scale to zero would not show in RSS.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only releases free memory at the allocator's discretion; it is
+        // thread-safe and has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    });
+}
+
+/// Drops expired warm instances (and idle code over the budget) once a second, until the worker
+/// is gone.
+async fn reap(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut freed_last_round = false;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let functions: Vec<_> = inner.functions.iter().map(|f| f.clone()).collect();
+        let mut dropped = 0;
+        for function in functions {
+            let reaped = function.pool.reap(now);
+            if reaped > 0 {
+                tracing::debug!(function = %function.name, reaped, "dropped idle instances");
+                dropped += reaped;
+            }
+            // Also retries a minimum that could not be reached (instance budget full).
+            function.top_up();
+        }
+        let evicted = inner.evict_idle_code();
+        // Again on the next round: a wasi:http 0.3 instance's store is dropped by its driver
+        // task a moment after the pool lets go of it.
+        if dropped > 0 || evicted > 0 || freed_last_round {
+            release_freed_heap();
+        }
+        freed_last_round = dropped > 0 || evicted > 0;
+    }
+}
