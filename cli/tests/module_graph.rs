@@ -70,7 +70,11 @@ impl Crate {
                 let target = self.resolve(&path);
                 if target.is_empty() {
                     if !module.is_empty() {
-                        root_importers.push(format!("{} -> crate::{}", name(module), path.join("::")));
+                        root_importers.push(format!(
+                            "{} -> crate::{}",
+                            name(module),
+                            path.join("::")
+                        ));
                     }
                     continue;
                 }
@@ -109,7 +113,10 @@ fn module_path(src: &Path, file: &Path) -> ModPath {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -140,7 +147,9 @@ fn only_declares(code: &str) -> bool {
     code.lines().map(str::trim).all(|line| {
         line.is_empty()
             || (line.ends_with(';')
-                && (line.starts_with("mod ") || line.starts_with("pub mod ") || line.starts_with("pub(crate) mod ")))
+                && (line.starts_with("mod ")
+                    || line.starts_with("pub mod ")
+                    || line.starts_with("pub(crate) mod ")))
     })
 }
 
@@ -283,14 +292,20 @@ fn problems(src: &Path) -> Vec<String> {
         .collect();
     for module in krate.modules.keys().filter(|m| m.len() == 1) {
         if !header.contains(&format!("`{}`", module[0])) {
-            problems.push(format!("the crate's `//!` module map does not name `{}`", module[0]));
+            problems.push(format!(
+                "the crate's `//!` module map does not name `{}`",
+                module[0]
+            ));
         }
     }
     problems
 }
 
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
@@ -300,7 +315,11 @@ fn every_crate_is_a_one_way_graph() {
         let src = repository().join(krate).join("src");
         all.extend(problems(&src).into_iter().map(|p| format!("{krate}: {p}")));
     }
-    assert!(all.is_empty(), "the module graph is not one-way:\n{}", all.join("\n"));
+    assert!(
+        all.is_empty(),
+        "the module graph is not one-way:\n{}",
+        all.join("\n")
+    );
 }
 
 #[test]
@@ -312,17 +331,26 @@ fn the_checker_finds_what_it_guards_against() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     };
-    write("lib.rs", "//! `a`, `b`, `c`, `f`, `ns`\nmod a;\nmod b;\nmod c;\nmod f;\nmod ns;\npub use a::A;\n");
+    write(
+        "lib.rs",
+        "//! `a`, `b`, `c`, `f`, `ns`\nmod a;\nmod b;\nmod c;\nmod f;\nmod ns;\npub use a::A;\n",
+    );
     write("a.rs", "use crate::b::B;\npub struct A;\n");
     // A cycle through a use group, and one through a parent and its child.
     write("b.rs", "use crate::{c::{C, self}};\npub struct B;\n");
-    write("c.rs", "/// [`crate::f`] in a doc link is not an import.\npub fn c() -> crate::a::A { crate::a::A }\npub struct C;\n");
+    write(
+        "c.rs",
+        "/// [`crate::f`] in a doc link is not an import.\npub fn c() -> crate::a::A { crate::a::A }\npub struct C;\n",
+    );
     write("f.rs", "mod child;\npub struct F;\n");
     write("f/child.rs", "use super::F;\nuse crate::ns::x::X;\n");
     // A folder's children stand alone: x -> f does not make ns and f one cycle with y.
     write("ns/mod.rs", "pub mod x;\npub mod y;\n");
     write("ns/x.rs", "pub struct X;\n");
-    write("ns/y.rs", "use crate::f::F;\npub fn y() -> crate::Root { todo!() }\n");
+    write(
+        "ns/y.rs",
+        "use crate::f::F;\npub fn y() -> crate::Root { todo!() }\n",
+    );
     let found = problems(src);
     assert!(
         found.iter().any(|p| p == "import cycle between a, b, c"),
@@ -343,7 +371,10 @@ fn the_checker_finds_what_it_guards_against() {
         "{found:?}"
     );
     // A module the header leaves out is named.
-    write("lib.rs", "//! `a`, `b`\nmod a;\nmod b;\nmod c;\nmod f;\nmod ns;\n");
+    write(
+        "lib.rs",
+        "//! `a`, `b`\nmod a;\nmod b;\nmod c;\nmod f;\nmod ns;\n",
+    );
     let found = problems(src);
     assert!(
         found.iter().any(|p| p.contains("does not name `c`")),

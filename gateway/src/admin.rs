@@ -276,7 +276,9 @@ async fn invoke(
         .map_err(|e| ApiError::BadRequest(format!("x-wafer-path: `{path}` is not a path: {e}")))?;
     // The admin token is for wafer, never for the function.
     parts.headers.remove(header::AUTHORIZATION);
-    Ok(trigger::http::call(&gateway, &name, Request::from_parts(parts, body)).await)
+    let request = Request::from_parts(parts, body);
+    let backend = gateway.backend().as_ref();
+    Ok(trigger::http::call(backend, gateway.config.max_request_body, &name, request).await)
 }
 
 #[derive(Deserialize)]

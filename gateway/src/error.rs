@@ -8,7 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use wafer_worker::{DeployError, InvokeError};
 
-use crate::manifest::ManifestError;
+/// A manifest problem, naming the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -202,9 +202,9 @@ impl Functions {
         self.records.read().unwrap().values().cloned().collect()
     }
 
-    /// The function a request path is routed to.
-    pub fn route(&self, path: &str) -> Option<Arc<str>> {
-        self.router.load().lookup(path).cloned()
+    /// The live route table (a snapshot, taken without a lock).
+    pub fn routes(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.router.load()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

@@ -6,17 +6,18 @@
 //! through [`wafer_worker::Backend`], the one interface between the two.
 //!
 //! Modules, from the outside in (each imports only modules below it; a module's own children,
-//! like `trigger/amqp/delivery.rs`, count as part of it):
-//! - [`server`]: the axum app and serving it with graceful shutdown and client limits;
+//! like `trigger/amqp/delivery.rs`, count as part of it, while `trigger` is a folder of two):
+//! - [`server`]: the axum app, serving it with graceful shutdown and client limits, and the
+//!   fallback route that sends function traffic to [`trigger::http`];
 //! - [`admin`]: the admin API (`/_wafer/v1/...`, bearer token) and health/metrics;
-//! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
-//!   queues; its `config` is the `[[queue]]` section);
 //! - [`state`]: the shared state every handler gets ([`Gateway`]) and its settings;
 //! - [`functions`]: deployed functions, records on disk, deploys and deletes;
 //! - [`manifest`]: `wafer.toml` parsing and validation into the worker's types;
+//! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
+//!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules);
+//! - [`error`]: errors and their HTTP statuses, in one place;
 //! - [`router`]: path -> function, longest prefix, lock-free;
-//! - [`units`]: sizes and durations as written;
-//! - [`error`]: errors and their HTTP statuses, in one place.
+//! - [`units`]: sizes and durations as written.
 //!
 //! The crate root only declares and re-exports (checked by `cli/tests/module_graph.rs`).
 

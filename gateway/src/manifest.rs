@@ -42,6 +42,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wafer_worker::{AllowedHosts, FunctionConfig, Limits};
 
+pub use crate::error::ManifestError;
 use crate::router::RESERVED_PREFIX;
 use crate::trigger::amqp::config::{QueueSection, QueueTrigger};
 use crate::units::{ByteSize, HumanDuration, fmt_bytes};
@@ -207,11 +208,6 @@ pub struct FunctionSpec {
     pub config: FunctionConfig,
     pub queues: Vec<QueueTrigger>,
 }
-
-/// A manifest problem, naming the field.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ManifestError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ManifestError> {
     Err(ManifestError(msg.into()))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,7 +29,7 @@ const MAX_HEAD: usize = 64 << 10;
 pub fn app(gateway: Arc<Gateway>) -> Router {
     let idle = gateway.config.connections.body_idle_timeout;
     admin::routes(gateway.clone())
-        .fallback(trigger::http::handle)
+        .fallback(route)
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::map_request(
             move |request: Request| async move {
@@ -37,6 +37,13 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
             },
         ))
         .with_state(gateway)
+}
+
+/// Function traffic: everything outside `/_wafer/`, to the function routed at its path.
+async fn route(State(gateway): State<Arc<Gateway>>, request: Request) -> axum::response::Response {
+    let routes = gateway.functions.routes();
+    let backend = gateway.backend().as_ref();
+    trigger::http::handle(&routes, backend, gateway.config.max_request_body, request).await
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves. Then, at the same time: HTTP stops

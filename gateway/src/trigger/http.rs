@@ -1,37 +1,46 @@
-//! The HTTP trigger: a request whose path falls under a function's route is passed to it as is
-//! (method, full path and query, headers, streamed body) and its response comes back as is.
-
-use std::sync::Arc;
+//! The HTTP trigger: a request routed to a function is passed to it as is (method, full path and
+//! query, headers, streamed body) and its response comes back as is.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+use wafer_worker::Backend;
 
 use crate::error::ApiError;
-use crate::router::RESERVED_PREFIX;
-use crate::state::Gateway;
+use crate::router::{RESERVED_PREFIX, RouteTable};
 
-/// Routes a request to its function.
-pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+/// Routes a request to its function on `backend`, through the live `routes`.
+pub async fn handle(
+    routes: &RouteTable,
+    backend: &dyn Backend,
+    max_body: u64,
+    request: Request,
+) -> Response {
     let path = request.uri().path();
     if path == RESERVED_PREFIX || path.starts_with("/_wafer/") {
         return ApiError::NotFound(format!("no wafer API at {path}")).into_response();
     }
-    let Some(function) = gateway.functions.route(path) else {
+    let Some(function) = routes.lookup(path).cloned() else {
         return ApiError::NotFound(format!("no function is routed at {path}")).into_response();
     };
-    call(&gateway, &function, request).await
+    call(backend, max_body, &function, request).await
 }
 
-/// Calls `function` with `request` and turns the outcome into a response.
-pub async fn call(gateway: &Gateway, function: &str, request: Request) -> Response {
-    let request = match into_worker_request(request, gateway.config.max_request_body) {
+/// Calls `function` with `request` (its body bounded by `max_body`) and turns the outcome into a
+/// response.
+pub async fn call(
+    backend: &dyn Backend,
+    max_body: u64,
+    function: &str,
+    request: Request,
+) -> Response {
+    let request = match into_worker_request(request, max_body) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    match gateway.backend().invoke(function, request).await {
+    match backend.invoke(function, request).await {
         Ok(response) => response.map(Body::new),
         Err(e) => ApiError::from(e).into_response(),
     }
