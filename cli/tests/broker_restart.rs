@@ -25,7 +25,8 @@ async fn processing_resumes_after_the_broker_restarts() {
     let broker = Broker::connect().await;
     let queue = unique_queue("restart");
     broker.declare(&queue).await;
-    let (collector, collector_url) = Collector::start(Duration::from_millis(20)).await;
+    // Processing stops after 40 reports and stays stopped until the broker is back.
+    let (collector, collector_url) = Collector::start_holding(Duration::ZERO, 40).await;
     let wafer = Wafer::start();
     wafer
         .deploy_ok(
@@ -40,8 +41,8 @@ async fn processing_resumes_after_the_broker_restarts() {
     broker
         .publish_all(&queue, (0..TOTAL).map(|i| format!("b-{i}").into_bytes()))
         .await;
-    eventually(Duration::from_secs(30), "processing under way", || async {
-        collector.distinct() >= 40
+    eventually(Duration::from_secs(60), "processing under way", || async {
+        collector.distinct() == 40
     })
     .await;
 
@@ -53,10 +54,8 @@ async fn processing_resumes_after_the_broker_restarts() {
     })
     .await
     .unwrap();
-    assert!(
-        collector.distinct() < TOTAL,
-        "the restart must land mid-stream"
-    );
+    assert_eq!(collector.distinct(), 40, "the restart lands mid-stream");
+    collector.resume();
 
     eventually(
         Duration::from_secs(120),

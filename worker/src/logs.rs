@@ -547,11 +547,16 @@ mod tests {
         }
         // The writer thread drains its queue before the file is read back.
         let path = dir.path().join("f.log");
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if text.contains(&format!("line {}", RECENT_LINES * 2 - 1)) {
                 break;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never written to disk"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Wafer, assert_ok, error_of, get, guest, http, status_of, wait_for_idle};
+use crate::support::{
+    Gate, Wafer, assert_ok, error_of, eventually, get, guest, http, status_of, wait_for_idle,
+};
 
 /// `peak=N calls=M` from the fixture's first body line.
 fn counters(body: &str) -> (u32, u32) {
@@ -34,22 +36,22 @@ async fn a_0_3_instance_takes_concurrent_calls_up_to_its_limit() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(counters(&body), (1, 1));
 
-    // Eight calls that each wait 2 s (so that all overlap, even on a busy machine) without
-    // blocking their instance: two per instance, so the warm instance takes two and three more
-    // start.
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let url = wafer.url("/svc?ms=2000");
-            tokio::spawn(async move { get(&url).await })
-        })
-        .collect();
+    // Eight calls held open (by their bodies) until all have started: two per instance, so the
+    // warm instance takes two and three more start.
+    let gate = Gate::new();
+    let calls: Vec<_> = (0..8).map(|_| gate.post(wafer.url("/svc"))).collect();
+    eventually(Duration::from_secs(60), "8 calls running", || async {
+        wafer.log_lines("svc", "started").await == 9
+    })
+    .await;
+    gate.open();
     let mut peaks = Vec::new();
     for call in calls {
         let (code, body) = call.await.unwrap();
         assert_eq!(code, 200, "{body}");
         peaks.push(counters(&body).0);
     }
-    assert_eq!(peaks.iter().max(), Some(&2), "peaks: {peaks:?}");
+    assert_eq!(peaks, [2; 8], "calls at once on each instance");
     let status = status_of(&wafer, "svc").await;
     assert_eq!(status["cold_starts"], 4, "{status}");
     assert_eq!(status["warm_starts"], 5, "{status}");
@@ -58,7 +60,7 @@ async fn a_0_3_instance_takes_concurrent_calls_up_to_its_limit() {
 
     // The guest's stdout reaches the function's log.
     let logs = wafer.logs("svc").await;
-    assert!(logs.contains("waited 2000 ms"), "{logs}");
+    assert!(logs.contains("p3 call 2 waited 0 ms"), "{logs}");
 
     // `wafer list` says what the function exports.
     let list = wafer.cli(&["list"]);
@@ -70,26 +72,24 @@ async fn a_0_3_instance_takes_concurrent_calls_up_to_its_limit() {
 async fn sixteen_concurrent_calls_share_one_0_3_instance_by_default() {
     let wafer = Wafer::start();
     wafer.deploy_ok("svc", &guest("p3"), "").await;
-    let calls: Vec<_> = (0..16)
-        .map(|_| {
-            let url = wafer.url("/svc?ms=1500");
-            tokio::spawn(async move { get(&url).await })
-        })
-        .collect();
-    let mut peak = 0;
+    let gate = Gate::new();
+    let calls: Vec<_> = (0..16).map(|_| gate.post(wafer.url("/svc"))).collect();
+    eventually(Duration::from_secs(60), "16 calls running", || async {
+        wafer.log_lines("svc", "started").await == 16
+    })
+    .await;
+    gate.open();
+    let mut peaks = Vec::new();
     for call in calls {
         let (code, body) = call.await.unwrap();
         assert_eq!(code, 200, "{body}");
-        peak = peak.max(counters(&body).0);
+        peaks.push(counters(&body).0);
     }
-    // The first call starts the instance; the others arrive while it starts or runs, and wait
-    // for it instead of starting instances of their own.
+    // The first call starts the instance; the others arrive while it starts or runs, and join
+    // it instead of starting instances of their own.
     let status = status_of(&wafer, "svc").await;
     assert_eq!(status["cold_starts"], 1, "{status}");
-    assert!(
-        peak >= 8,
-        "at most {peak} calls ran at once on one instance; {status}"
-    );
+    assert_eq!(peaks, [16; 16], "all ran at once on one instance; {status}");
 }
 
 #[tokio::test]
@@ -116,7 +116,7 @@ async fn a_0_3_request_body_streams_in_and_the_response_streams_out() {
 async fn a_trapping_or_spinning_0_3_call_fails_alone_and_the_function_recovers() {
     let wafer = Wafer::start();
     wafer
-        .deploy_ok("svc", &guest("p3"), "[limits]\ntimeout = \"1s\"")
+        .deploy_ok("svc", &guest("p3"), "[limits]\ntimeout = \"3s\"")
         .await;
     assert_eq!(get(&wafer.url("/svc")).await.0, 200);
 
@@ -131,7 +131,7 @@ async fn a_trapping_or_spinning_0_3_call_fails_alone_and_the_function_recovers()
     let started = Instant::now();
     let (code, body) = get(&wafer.url("/svc?spin=1")).await;
     assert_eq!(code, 504, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(30));
     let (code, body) = get(&wafer.url("/svc")).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(counters(&body).1, 1, "a fresh instance serves it: {body}");
@@ -148,13 +148,17 @@ async fn max_instances_caps_live_instances_and_extra_calls_wait() {
     let manifest =
         "[limits]\nconcurrency = 16\n[scaling]\nmax_instances = 2\ninstance_concurrency = 2";
     wafer.deploy_ok("svc", &guest("p3"), manifest).await;
-    // Two instances of two calls each run at once; the other two calls wait for a permit.
-    let calls: Vec<_> = (0..6)
-        .map(|_| {
-            let url = wafer.url("/svc?ms=300");
-            tokio::spawn(async move { get(&url).await })
-        })
-        .collect();
+    // Two instances of two calls each run at once; the other two calls wait for a permit, and
+    // then run on those two instances.
+    let gate = Gate::new();
+    let calls: Vec<_> = (0..6).map(|_| gate.post(wafer.url("/svc"))).collect();
+    eventually(Duration::from_secs(60), "4 calls running", || async {
+        wafer.log_lines("svc", "started").await == 4
+    })
+    .await;
+    let status = status_of(&wafer, "svc").await;
+    assert_eq!(status["instances_busy"], 2, "{status}");
+    gate.open();
     for call in calls {
         let (code, body) = call.await.unwrap();
         assert_eq!(code, 200, "{body}");

@@ -105,24 +105,14 @@ async fn orders_are_acked_retried_and_dead_lettered() {
 
     assert_eq!(broker.depth(&queue).await, 0);
     let labels = format!("{{function=\"orders\",queue=\"{queue}\"}}");
-    assert_eq!(
-        wafer
-            .metric(&format!("wafer_queue_messages_succeeded_total{labels}"))
-            .await,
-        2.0
-    );
-    assert_eq!(
-        wafer
-            .metric(&format!("wafer_queue_messages_dead_lettered_total{labels}"))
-            .await,
-        2.0
-    );
-    assert_eq!(
-        wafer
-            .metric(&format!("wafer_queue_messages_retried_total{labels}"))
-            .await,
-        4.0
-    );
+    // The broker shows a message a moment before wafer counts it.
+    for (series, n) in [("succeeded", 2.0), ("dead_lettered", 2.0), ("retried", 4.0)] {
+        let sample = format!("wafer_queue_messages_{series}_total{labels}");
+        eventually(Duration::from_secs(30), &sample, || async {
+            wafer.metric(&sample).await == n
+        })
+        .await;
+    }
     assert_eq!(
         wafer
             .metric(&format!("wafer_queue_consumer_connected{labels}"))
@@ -182,7 +172,7 @@ async fn batches_retry_only_the_items_that_failed() {
     }
     assert!(logs.contains("processed order b-3: 1 x tea") && logs.contains("attempt 2)"));
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         "the rejected item dead-lettered",
         || async { broker.depth(&format!("{queue}.dlq")).await == 1 },
     )
@@ -207,7 +197,8 @@ async fn prefetch_bounds_the_calls_in_flight() {
     let broker = Broker::connect().await;
     let queue = unique_queue("prefetch");
     broker.declare(&queue).await;
-    let (collector, collector_url) = Collector::start(Duration::from_millis(200)).await;
+    // Every report waits until the test has seen two calls at once; there can never be more.
+    let (collector, collector_url) = Collector::start_holding(Duration::ZERO, 0).await;
     let wafer = Wafer::start();
     wafer
         .deploy_ok(
@@ -221,7 +212,12 @@ async fn prefetch_bounds_the_calls_in_flight() {
     broker
         .publish_all(&queue, (0..12).map(|i| format!("m{i}").into_bytes()))
         .await;
-    eventually(Duration::from_secs(30), "all 12 processed", || async {
+    eventually(Duration::from_secs(60), "two calls at once", || async {
+        collector.in_flight() == 2
+    })
+    .await;
+    collector.resume();
+    eventually(Duration::from_secs(60), "all 12 processed", || async {
         collector.distinct() == 12
     })
     .await;
@@ -295,7 +291,7 @@ async fn a_sigkill_with_messages_in_flight_loses_none() {
     for i in 0..TOTAL {
         assert!(collector.seen(format!("crash-{i}").as_bytes()) >= 1);
     }
-    eventually(Duration::from_secs(10), "the queue drained", || async {
+    eventually(Duration::from_secs(60), "the queue drained", || async {
         broker.depth(&queue).await == 0
     })
     .await;
@@ -350,7 +346,8 @@ async fn sigterm_settles_deliveries_in_flight_and_loses_none() {
     let broker = Broker::connect().await;
     let queue = unique_queue("sigterm");
     broker.declare(&queue).await;
-    let (collector, collector_url) = Collector::start(Duration::from_millis(300)).await;
+    // Processing stops after four reports, until the stop is under way.
+    let (collector, collector_url) = Collector::start_holding(Duration::ZERO, 4).await;
     let mut wafer = Wafer::start();
     wafer
         .deploy_ok(
@@ -365,19 +362,34 @@ async fn sigterm_settles_deliveries_in_flight_and_loses_none() {
     broker
         .publish_all(&queue, (0..TOTAL).map(|i| format!("t-{i}").into_bytes()))
         .await;
-    eventually(Duration::from_secs(30), "processing under way", || async {
-        collector.distinct() >= 4
+    eventually(Duration::from_secs(60), "processing under way", || async {
+        collector.distinct() == 4 && collector.in_flight() == 4
     })
     .await;
-    let (status, stderr) = tokio::task::spawn_blocking(move || (wafer.terminate(), wafer.stderr()))
+    wafer.sigterm();
+    eventually(Duration::from_secs(60), "wafer shutting down", || async {
+        wafer.stderr().contains("shutting down")
+    })
+    .await;
+    // The calls in flight finish; the prefetched deliveries are settled; nothing new is taken.
+    collector.resume();
+    let (status, stderr) = tokio::task::spawn_blocking(move || (wafer.wait(), wafer.stderr()))
         .await
         .unwrap();
     assert!(status.success(), "exit {status:?}: {stderr}");
     // Whatever was not processed is back in the queue: together they are every message.
+    // (At most the 20 prefetched deliveries are processed after the stop.)
     assert!(
         collector.distinct() < TOTAL,
-        "the stop must land mid-stream"
+        "the stop must land mid-stream: {}",
+        collector.distinct()
     );
+    eventually(
+        Duration::from_secs(30),
+        "the rest back in the queue",
+        || async { broker.depth(&queue).await as usize + collector.distinct() >= TOTAL },
+    )
+    .await;
     let mut left = std::collections::HashSet::new();
     while let Some(message) = broker.get(&queue).await {
         left.insert(message.delivery.data.clone());

@@ -209,10 +209,15 @@ impl Wafer {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn sigterm(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        self.wait()
     }
 
     pub fn pid(&self) -> u32 {
@@ -248,6 +253,15 @@ impl Wafer {
         .text()
         .await
         .unwrap_or_default()
+    }
+
+    /// How many of a function's recent log lines contain `needle`.
+    pub async fn log_lines(&self, function: &str, needle: &str) -> usize {
+        self.logs(function)
+            .await
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     /// The value of one Prometheus sample, 0 if absent.
@@ -301,6 +315,53 @@ pub fn error_of(body: &str) -> String {
 
 pub mod queues;
 
+/// Waits until `check` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Request bodies held open until the test opens the gate. A guest that reads its body before
+/// it answers (the `p3` fixture, `sleep?hold=1`) then runs for exactly as long as the test
+/// needs, however loaded the machine, instead of for a guessed number of milliseconds.
+pub struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(tokio::sync::watch::channel(false).0)
+    }
+
+    /// A body that sends one chunk once the gate is open, then ends.
+    pub fn body(&self) -> reqwest::Body {
+        let mut open = self.0.subscribe();
+        reqwest::Body::wrap_stream(futures::stream::once(async move {
+            let _ = open.wait_for(|open| *open).await;
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"held"))
+        }))
+    }
+
+    /// POSTs a held body to `url` in a task of its own; resolves with the status and the body.
+    pub fn post(&self, url: String) -> tokio::task::JoinHandle<(u16, String)> {
+        let body = self.body();
+        tokio::spawn(async move {
+            let response = http().post(url).body(body).send().await.expect("POST");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        })
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// The function's `status` from the admin API.
 pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
     let info: serde_json::Value = wafer
@@ -319,7 +380,7 @@ pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
 
 /// Waits until the function has `n` idle instances.
 pub async fn wait_for_idle(wafer: &Wafer, function: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = status_of(wafer, function).await;
         if status["instances_idle"] == n {

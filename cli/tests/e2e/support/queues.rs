@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -15,6 +15,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+pub use super::eventually;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -158,21 +160,8 @@ pub fn header(message: &BasicGetMessage, name: &str) -> Option<String> {
     })
 }
 
-/// Waits until `check` holds, polling; panics with `what` after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// An HTTP server that functions report processed messages to, counting each body.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Collector {
     inner: Arc<CollectorState>,
 }
@@ -184,16 +173,30 @@ struct CollectorState {
     max_in_flight: AtomicU64,
     /// Milliseconds each report is held before the answer (to make calls overlap).
     delay_ms: AtomicU64,
+    /// Reports that have arrived, and how many are answered before the rest wait for
+    /// [`Collector::resume`] (`u64::MAX`: no hold).
+    arrived: AtomicU64,
+    hold_after: AtomicU64,
+    resumed: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Collector {
     /// Starts serving on a free port; returns the collector and its base URL.
     pub async fn start(delay: Duration) -> (Collector, String) {
-        let collector = Collector::default();
-        collector
-            .inner
-            .delay_ms
-            .store(delay.as_millis() as u64, Ordering::Relaxed);
+        Collector::start_holding(delay, u64::MAX).await
+    }
+
+    /// Like [`Collector::start`], but the reports after the first `n` wait (and so do the calls
+    /// making them) until [`Collector::resume`]: processing stops at a known point.
+    pub async fn start_holding(delay: Duration, n: u64) -> (Collector, String) {
+        let collector = Collector {
+            inner: Arc::new(CollectorState {
+                delay_ms: AtomicU64::new(delay.as_millis() as u64),
+                hold_after: AtomicU64::new(n),
+                resumed: Some(tokio::sync::watch::channel(false).0),
+                ..CollectorState::default()
+            }),
+        };
         let app = axum::Router::new()
             .route("/record", post(record))
             .with_state(collector.clone());
@@ -221,12 +224,30 @@ impl Collector {
     pub fn max_in_flight(&self) -> u64 {
         self.inner.max_in_flight.load(Ordering::Relaxed)
     }
+
+    /// Reports being answered right now.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Lets the held reports (and all later ones) through.
+    pub fn resume(&self) {
+        if let Some(resumed) = &self.inner.resumed {
+            resumed.send_replace(true);
+        }
+    }
 }
 
 async fn record(State(collector): State<Collector>, body: axum::body::Bytes) -> &'static str {
     let state = &collector.inner;
     let now = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     state.max_in_flight.fetch_max(now, Ordering::AcqRel);
+    let arrived = state.arrived.fetch_add(1, Ordering::AcqRel);
+    if arrived >= state.hold_after.load(Ordering::Relaxed)
+        && let Some(resumed) = &state.resumed
+    {
+        let _ = resumed.subscribe().wait_for(|resumed| *resumed).await;
+    }
     let delay = state.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

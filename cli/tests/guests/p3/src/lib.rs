@@ -1,7 +1,8 @@
 //! A wasi:http 0.3 service (`wasi:http/handler`): waits `?ms=N` without blocking the instance,
 //! so concurrent requests overlap on one instance, and reports what it saw: how many requests
-//! were in flight on this instance at most, and how many it has served. A body is echoed;
-//! `?trap=1` panics and `?spin=1` never returns.
+//! were in flight on this instance at most, and how many it has served. Each call logs when it
+//! starts; the body is read before the answer (so a test can hold a call open by holding its
+//! body) and echoed; `?trap=1` panics and `?spin=1` never returns.
 use std::cell::Cell;
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
@@ -24,6 +25,7 @@ impl wasip3::exports::http::handler::Guest for Service {
         let now = IN_FLIGHT.get() + 1;
         IN_FLIGHT.set(now);
         PEAK.set(PEAK.get().max(now));
+        println!("p3 call {calls} started");
         let path = request.get_path_with_query().unwrap_or_default();
         let query = |key: &str| {
             let (_, query) = path.split_once('?')?;
