@@ -246,6 +246,42 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_follows_wagi() {
+        let config = FunctionConfig {
+            env: vec![("OWN".into(), "1".into())],
+            route: "/api".into(),
+            ..FunctionConfig::default()
+        };
+        let request = http::Request::post("/api/x/y?q=1")
+            .header("host", "example.com:8443")
+            .header("x-trace", "abc")
+            .header("authorization", "Bearer secret")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let env: std::collections::HashMap<_, _> =
+            environment(&config, &parts, 5).into_iter().collect();
+        let get = |k: &str| env.get(k).map(String::as_str);
+        assert_eq!(get("OWN"), Some("1"));
+        assert_eq!(get("REQUEST_METHOD"), Some("POST"));
+        assert_eq!(get("SCRIPT_NAME"), Some("/api"));
+        assert_eq!(get("PATH_INFO"), Some("/x/y"));
+        assert_eq!(get("QUERY_STRING"), Some("q=1"));
+        assert_eq!(get("CONTENT_LENGTH"), Some("5"));
+        assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get("SERVER_NAME"), Some("example.com"));
+        assert_eq!(get("SERVER_PORT"), Some("8443"));
+        assert_eq!(get("HTTP_X_TRACE"), Some("abc"));
+        assert_eq!(get("HTTP_AUTHORIZATION"), None, "credentials stay out");
+        // A path outside the route (the admin API's invoke with another path) is all PATH_INFO.
+        let (parts, ()) = http::Request::get("/other").body(()).unwrap().into_parts();
+        let env: std::collections::HashMap<_, _> =
+            environment(&config, &parts, 0).into_iter().collect();
+        assert_eq!(env["PATH_INFO"], "/other");
+    }
+
+    #[test]
     fn bad_output_is_a_named_error() {
         let e = parse_output("f", Bytes::from_static(b"just text"), 0).unwrap_err();
         assert!(e.to_string().contains("no CGI header block"), "{e}");

@@ -4,7 +4,7 @@
 //! across all functions) and `max_memory` (the largest memory limit a function may ask for):
 //!
 //! - `total_component_instances = max_instances`: one slot per live instance; the worker's own
-//!   instance budget (see [`crate::pool`]) keeps instantiation from ever hitting the pool's limit.
+//!   instance budget (see `pool`) keeps instantiation from ever hitting the pool's limit.
 //! - `total_core_instances`, `total_memories`, `total_tables`: a component is several core
 //!   instances (Rust's wasip2 output has a few, componentize-py a dozen), so these are multiples.
 //! - `max_memory_size = max_memory`: the slot size; per-function limits below it are enforced by
@@ -14,7 +14,7 @@
 //!   re-instantiation cheap.
 //! - `async_stack_zeroing` on, `async_stack_keep_resident` 0: the same for fiber stacks, which
 //!   otherwise stay resident once touched (and would carry one tenant's bytes to the next).
-//! - The epoch ticks every 1 ms while calls run, every 100 ms when none do (see [`EpochTicker`]).
+//! - The epoch ticks every 1 ms while calls run, every 100 ms when none do (see `EpochTicker`).
 //!
 //! Reserving the pool's address space can fail (a `ulimit -v`, a sandbox that caps mappings); then
 //! the engine falls back to on-demand allocation with small memory reservations, and says so.

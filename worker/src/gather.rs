@@ -72,3 +72,54 @@ pub(crate) async fn gather(response: Response) -> Response {
     };
     Response::from_parts(parts, body.boxed_unsync())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BoxError;
+
+    /// A body fed by the test, one frame at a time.
+    fn fed() -> (
+        tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, BoxError>>,
+        Response,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+        (tx, http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn a_short_complete_body_leaves_whole_with_its_length() {
+        let (tx, response) = fed();
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"hel"))))
+            .await
+            .unwrap();
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"lo"))))
+            .await
+            .unwrap();
+        drop(tx);
+        let body = gather(response).await.into_body();
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_streams_on_with_nothing_lost() {
+        let (tx, response) = fed();
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"first "))))
+            .await
+            .unwrap();
+        // The rest comes after the gather wait: the head goes without it.
+        let response = gather(response).await;
+        assert_eq!(http_body::Body::size_hint(response.body()).exact(), None);
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"second"))))
+            .await
+            .unwrap();
+        drop(tx);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "first second");
+    }
+}

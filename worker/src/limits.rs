@@ -338,3 +338,84 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demand() -> (Demand, crate::engine::EpochTicker) {
+        let ticker = crate::engine::EpochTicker::start(&wasmtime::Engine::default()).unwrap();
+        (ticker.demand(), ticker)
+    }
+
+    #[test]
+    fn slots_bound_live_instances_and_come_back_on_drop() {
+        let slots = Slots::new(2);
+        let a = slots.try_take().unwrap();
+        let _b = slots.try_take().unwrap();
+        assert!(slots.try_take().is_none());
+        assert_eq!(slots.live(), 2);
+        drop(a);
+        assert_eq!(slots.live(), 1);
+        assert!(slots.try_take().is_some());
+    }
+
+    #[test]
+    fn a_full_budget_evicts_once_then_refuses() {
+        let (demand, _ticker) = demand();
+        let warm: Arc<Mutex<Option<Slot>>> = Arc::default();
+        let evictions = Arc::new(AtomicU32::new(0));
+        let capacity = Capacity::new(1, Lanes::new(1), demand, {
+            let (warm, evictions) = (warm.clone(), evictions.clone());
+            move || {
+                evictions.fetch_add(1, Ordering::Relaxed);
+                warm.lock().unwrap().take().is_some()
+            }
+        });
+        *warm.lock().unwrap() = Some(capacity.take_slot("f").unwrap());
+        assert!(
+            capacity.try_take_slot().is_none(),
+            "pre-warming never evicts"
+        );
+        let busy = capacity.take_slot("f").unwrap();
+        assert_eq!(
+            evictions.load(Ordering::Relaxed),
+            1,
+            "the idle one made room"
+        );
+        let refused = capacity.take_slot("g").err();
+        assert!(
+            matches!(&refused, Some(InvokeError::NoCapacity { function, slots: 1 }) if function == "g"),
+            "{refused:?}"
+        );
+        drop(busy);
+        assert_eq!(capacity.instances(), (0, 1));
+    }
+
+    #[test]
+    fn the_memory_limit_refuses_growth_past_it_and_says_so() {
+        use wasmtime::ResourceLimiter;
+        let mut limiter = Limiter::new(64 << 10);
+        assert!(limiter.memory_growing(0, 64 << 10, None).unwrap());
+        assert!(!limiter.hit_memory_limit);
+        assert!(limiter.memory_growing(64 << 10, 128 << 10, None).is_err());
+        assert!(limiter.hit_memory_limit);
+        assert!(
+            !limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clock_gives_its_lane_back_when_its_call_restarts() {
+        let lanes = Lanes::new(1);
+        let clock = lanes.clock();
+        let lane = lanes.0.clone().try_acquire_owned().unwrap();
+        clock.0.hold(lane);
+        assert_eq!(lanes.0.available_permits(), 0);
+        clock.restart();
+        assert_eq!(lanes.0.available_permits(), 1);
+        assert_eq!(clock.0.ticks.load(Ordering::Relaxed), 0);
+    }
+}

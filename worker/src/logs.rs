@@ -1,9 +1,9 @@
 //! Guest stdout/stderr capture: bounded per call, in memory and on disk, readable and followable.
 //!
 //! Each function name has a [`LogSink`] that outlives redeploys. Instances write into it through
-//! [`GuestOutput`] (the WASI stdout/stderr of every store); complete lines go to a small in-memory
+//! `GuestOutput` (the WASI stdout/stderr of every store); complete lines go to a small in-memory
 //! ring (what `wafer logs` shows), to followers, and to a queue that one background thread drains
-//! every [`DISK_FLUSH`] into `<logs>/<name>.log`, rotating at a fixed size. Nothing on the guest's
+//! every `DISK_FLUSH` into `<logs>/<name>.log`, rotating at a fixed size. Nothing on the guest's
 //! write path blocks, fails or wakes a thread: past its per-call budget a guest's output is
 //! dropped (once marked), and when the disk writer falls behind, lines skip the disk rather than
 //! stall the guest.

@@ -491,3 +491,114 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(limits: Limits) -> (Pool, FunctionMetrics) {
+        let metrics = crate::metrics::Metrics::new(&prometheus::Registry::new())
+            .unwrap()
+            .function("f");
+        let engine = wasmtime::Engine::default();
+        let ticker = crate::engine::EpochTicker::start(&engine).unwrap();
+        let pool = Pool::new(limits, metrics.clone(), ticker.demand(), false);
+        (pool, metrics)
+    }
+
+    #[tokio::test]
+    async fn admission_queues_up_to_its_bound_and_refuses_the_rest() {
+        let limits = Limits {
+            concurrency: 2,
+            max_queued: 1,
+            ..Limits::default()
+        };
+        let (pool, metrics) = pool(limits);
+        let pool = Arc::new(pool);
+        let first = pool.admit("f").await.unwrap();
+        let _second = pool.admit("f").await.unwrap();
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.admit("f").await.map(drop) }
+        });
+        while pool.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = pool.admit("f").await.err();
+        assert!(
+            matches!(refused, Some(InvokeError::Overloaded { queued: 1, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(metrics.throttled.get(), 1);
+        drop(first);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_longer_than_the_timeout_is_refused() {
+        let limits = Limits {
+            concurrency: 1,
+            timeout: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let (pool, metrics) = pool(limits);
+        let _held = pool.admit("f").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let refused = pool.admit("f").await;
+        assert!(matches!(refused, Err(InvokeError::Overloaded { .. })));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(metrics.throttled.get(), 1);
+        assert_eq!(pool.queued.load(Ordering::Acquire), 0, "left the queue");
+    }
+
+    #[test]
+    fn p3_calls_pack_onto_the_most_recently_used_instance_with_room() {
+        let pick = |loads: &[(u32, u32)], per_instance, reuse| {
+            pick_p3(loads.iter().copied(), per_instance, reuse)
+        };
+        // Least recently used first: the last one with room wins.
+        assert_eq!(pick(&[(0, 1), (2, 3), (1, 5)], 2, 1000), Some(2));
+        assert_eq!(pick(&[(0, 1), (2, 3), (2, 5)], 2, 1000), Some(0));
+        assert_eq!(pick(&[(2, 2), (2, 2)], 2, 1000), None, "all full");
+        assert_eq!(pick(&[(0, 1000)], 16, 1000), None, "reuse used up");
+        assert_eq!(pick(&[], 16, 1000), None);
+    }
+
+    #[tokio::test]
+    async fn one_top_up_at_a_time_and_none_once_drained() {
+        let (pool, _) = pool(Limits {
+            min_instances: 2,
+            ..Limits::default()
+        });
+        assert_eq!(pool.start_top_up(), 2);
+        assert_eq!(pool.start_top_up(), 0, "one is running");
+        pool.topped_up();
+        assert_eq!(pool.start_top_up(), 2);
+        pool.topped_up();
+        pool.drain();
+        assert_eq!(pool.start_top_up(), 0);
+        let (pool, _) = self::pool(Limits::default());
+        assert_eq!(pool.start_top_up(), 0, "no minimum");
+    }
+
+    #[tokio::test]
+    async fn reuse_switches_to_fresh_instances_once_when_it_breaks_before_it_worked() {
+        let (pool, _) = pool(Limits::default());
+        assert!(pool.reuse_unproven());
+        assert!(
+            !pool.discard(false),
+            "a failure on a fresh instance says nothing"
+        );
+        assert!(
+            pool.discard(true),
+            "the first failure on a reused one switches"
+        );
+        assert!(pool.fresh_only() && !pool.reuse_unproven());
+        assert!(!pool.discard(true), "only once");
+        let (pool, _) = self::pool(Limits {
+            reuse: 1,
+            ..Limits::default()
+        });
+        assert!(pool.fresh_only(), "reuse = 1 is fresh-only from the start");
+    }
+}

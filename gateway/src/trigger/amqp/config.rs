@@ -73,7 +73,7 @@ pub struct QueueSection {
     /// The longest retry delay [default: [`DEFAULT_RETRY_MAX_DELAY`]].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_max_delay: Option<HumanDuration>,
-    /// Where messages go when they will not succeed [default: `<queue>.dlq`].
+    /// Where messages go when they will not succeed (default: `<queue>.dlq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
 }
