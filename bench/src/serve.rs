@@ -33,9 +33,17 @@ pub struct Serve {
     /// The peer: `wasmtime` at the version wafer embeds.
     #[arg(long, default_value = "target/peer/bin/wasmtime")]
     wasmtime: PathBuf,
-    /// Only these parts (default: all of throughput, cold, deploy, memory, p3).
+    /// Only these parts (default: all of throughput, cold, deploy, memory, p3, and compare
+    /// when --compare is given).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Another wafer binary (an earlier build) to measure beside this one, alternating
+    /// between the two over several rounds: part `compare`, for checking what a change costs.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Rounds of the comparison.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Where to write the throughput chart.
     #[arg(long, default_value = "bench/throughput.svg")]
     chart: PathBuf,
@@ -65,13 +73,21 @@ impl Serve {
         let hello = root.join(HELLO);
         let wasmtime = root.join(&self.wasmtime);
         let wafer_bin = root.join(&self.wafer);
+        let part = |name: &str| self.only.is_empty() || self.only.iter().any(|o| o == name);
+        if let Some(baseline) = &self.compare
+            && part("compare")
+        {
+            self.compare(&wafer_bin, &root.join(baseline)).await?;
+        }
+        if !self.only.is_empty() && self.only.iter().all(|o| o == "compare") {
+            return Ok(());
+        }
         if !wasmtime.exists() {
             bail!(
                 "{} is missing: bench/run serve installs it",
                 wasmtime.display()
             );
         }
-        let part = |name: &str| self.only.is_empty() || self.only.iter().any(|o| o == name);
         if part("throughput") {
             self.throughput(&wafer_bin, &wasmtime, &hello).await?;
         }
@@ -113,6 +129,71 @@ impl Serve {
             );
             self.memory(&wafer_bin, &hello_p3, "hello-p3 (wasi:http 0.3)")
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Part `compare`: this build against `baseline` on the same rows (hello warm, hello with a
+    /// fresh instance per call, hello-p3), the two alternating for `rounds` rounds so that the
+    /// machine's drift hits both; medians and their ratio.
+    async fn compare(&self, this: &Path, baseline: &Path) -> anyhow::Result<()> {
+        let root = root();
+        let (hello, hello_p3) = (root.join(HELLO), root.join(HELLO_P3));
+        let rows = [
+            ("hello warm", "/hello"),
+            ("hello fresh", "/fresh"),
+            ("hello-p3", "/hello-p3"),
+        ];
+        let mut runs = Vec::new();
+        for round in 0..self.rounds {
+            for (build, binary) in [("this build", this), ("baseline", baseline)] {
+                let data = tempfile::tempdir()?;
+                let wafer = Wafer::start_in(binary, data.path(), &[], Some(SERVER_CPU))?;
+                wafer.deploy("hello", &hello, "").await?;
+                wafer
+                    .deploy("fresh", &hello, "[scaling]\nreuse = 1")
+                    .await?;
+                wafer.deploy("hello-p3", &hello_p3, "").await?;
+                for (row, path) in rows {
+                    let label = format!("{build}: {row}");
+                    let url = format!("{}{path}", wafer.url);
+                    eprintln!("round {}/{}", round + 1, self.rounds);
+                    runs.extend(self.measure(&label, &url, wafer.pid()).await?);
+                }
+            }
+        }
+        let median = |label: &str, c: u32, of: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.server == label && r.connections == c)
+                .map(of)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "\n### this build vs {} ({} rounds, alternating; medians)\n",
+            baseline.display(),
+            self.rounds
+        );
+        println!(
+            "| row | connections | req/s this | req/s baseline | ratio | CPU/request this | baseline |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for (row, _) in rows {
+            for &c in &self.connections {
+                let (a, b) = (format!("this build: {row}"), format!("baseline: {row}"));
+                let rps = |l: &str| median(l, c, |r| r.rps);
+                let cpu = |l: &str| median(l, c, |r| r.cpu.as_secs_f64() * 1e6);
+                println!(
+                    "| {row} | {c} | {:.0} | {:.0} | {:.2}x | {:.0} µs | {:.0} µs |",
+                    rps(&a),
+                    rps(&b),
+                    rps(&a) / rps(&b),
+                    cpu(&a),
+                    cpu(&b)
+                );
+            }
         }
         Ok(())
     }
