@@ -15,7 +15,9 @@ async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
     let fast = "[limits]\ntimeout = \"2s\"";
     for (name, fixture, manifest) in [
         ("recurse", "recurse", ""),
-        ("flood", "flood", ""),
+        // 100 MB of output takes a while on a loaded machine: what is asserted is that the call
+        // completes and the logs stay bounded, not how fast.
+        ("flood", "flood", "[limits]\ntimeout = \"10m\""),
         ("endless", "endless", fast),
         ("files", "files", ""),
         ("spin", "spin", fast),
