@@ -87,7 +87,12 @@ async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
     } else {
         StatusCode::OK
     };
-    let triggers = gateway.functions.triggers.status();
+    let triggers = gateway
+        .functions
+        .triggers
+        .as_ref()
+        .map(|t| t.status())
+        .unwrap_or_default();
     let body = serde_json::json!({
         "status": if worker.shutting_down { "stopping" } else { "ok" },
         "functions": gateway.functions.len(),
@@ -216,16 +221,20 @@ async fn deploy(
     }
     let component = component
         .ok_or_else(|| ApiError::BadRequest("missing multipart field `component`".into()))?;
-    let (record, created) = gateway
+    let deployed = gateway
         .functions
         .deploy(&name, manifest.unwrap_or_default(), component)
         .await?;
-    let status = if created {
+    let status = if deployed.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(info(&gateway, record).await)).into_response())
+    let mut body = serde_json::to_value(info(&gateway, deployed.record).await).unwrap_or_default();
+    if !deployed.slow_workers.is_empty() {
+        body["slow_workers"] = deployed.slow_workers.into();
+    }
+    Ok((status, Json(body)).into_response())
 }
 
 fn upload_error(e: MultipartError) -> ApiError {

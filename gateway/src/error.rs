@@ -23,6 +23,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Something the gateway relies on (a cluster's database or workers) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("missing or invalid admin token: send `Authorization: Bearer <token>`")]
     Unauthorized,
     #[error(transparent)]
@@ -51,28 +54,30 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Manifest(_) => (StatusCode::BAD_REQUEST, "invalid_manifest"),
             ApiError::Invoke(e) => {
                 let status = match e {
                     InvokeError::NotFound(_) => StatusCode::NOT_FOUND,
                     InvokeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-                    InvokeError::NoCapacity { .. } | InvokeError::ShuttingDown => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    InvokeError::NoCapacity { .. }
+                    | InvokeError::ShuttingDown
+                    | InvokeError::NoWorkers { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                     InvokeError::MemoryLimit { .. }
                     | InvokeError::Trap { .. }
                     | InvokeError::Instantiate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                    InvokeError::NoResponse { .. } | InvokeError::Guest { .. } => {
-                        StatusCode::BAD_GATEWAY
-                    }
+                    InvokeError::NoResponse { .. }
+                    | InvokeError::Guest { .. }
+                    | InvokeError::WorkerLost { .. } => StatusCode::BAD_GATEWAY,
                 };
                 (status, e.kind())
             }
             ApiError::Deploy(e) => match e {
                 DeployError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
                 DeployError::Limits(_) => (StatusCode::BAD_REQUEST, "invalid_limits"),
+                DeployError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 DeployError::Io { source, .. } if is_disk_full(source) => {
                     (StatusCode::INSUFFICIENT_STORAGE, "storage")
                 }
@@ -91,6 +96,8 @@ impl ApiError {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    #[error("failed to open the function records: {0}")]
+    Store(ApiError),
     #[error("failed to register the queue trigger's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("failed to load the deployed functions: {0}")]
@@ -118,7 +125,13 @@ impl IntoResponse for ApiError {
             ApiError::Invoke(InvokeError::Overloaded { retry_after, .. }) => {
                 headers.insert(header::RETRY_AFTER, retry_after.as_secs().max(1).into());
             }
-            ApiError::Invoke(InvokeError::NoCapacity { .. } | InvokeError::ShuttingDown) => {
+            ApiError::Invoke(
+                InvokeError::NoCapacity { .. }
+                | InvokeError::ShuttingDown
+                | InvokeError::NoWorkers { .. },
+            )
+            | ApiError::Unavailable(_)
+            | ApiError::Deploy(DeployError::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {

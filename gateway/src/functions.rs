@@ -1,50 +1,49 @@
-//! The deployed functions: their records on disk, versions, and the route table.
+//! The deployed functions: their records (in a [`Store`]), versions, and the route table.
 //!
-//! A deploy goes: validate the manifest -> the worker validates, compiles and stores the
+//! A deploy goes: validate the manifest -> the backend validates, compiles and stores the
 //! component (content-addressed, before anything points at it) -> under the deploy lock, check
-//! the route, install on the worker (the swap: new calls go to the new version, running calls
-//! finish on the old) -> write the record atomically (the commit point) -> publish the new routes.
-//! If the record cannot be written the worker is put back as it was. After a crash at any point
-//! the record on disk names either the old version or the new one, and its component is stored.
-//!
-//! Records live in `<data>/functions/<name>.json`.
+//! the route -> install and commit -> publish the new routes. With a backend of its own (`wafer
+//! up`) the version is installed first (the swap: new calls go to it, running calls finish on
+//! the old) and the record written after (the commit point; if it cannot be written the backend
+//! is put back as it was). With a backend that follows the store (a cluster, whose workers read
+//! PostgreSQL) the record is committed first and the install waits until the workers serve it;
+//! if they cannot, the record is put back. Either way, after a crash at any point the record
+//! names the old version or the new one, and its component is stored.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use wafer_worker::{Backend, Deployment, disk};
+use wafer_worker::{Backend, Deployment};
 
 use crate::error::ApiError;
 use crate::manifest::{FunctionSpec, Manifest};
 use crate::router::{RouteTable, Router};
+pub use crate::store::Record;
+use crate::store::Store;
 use crate::trigger::amqp::QueueTriggers;
 
 /// How long a stored component is kept unreferenced: longer than any deploy takes from upload
 /// to commit.
 const GC_GRACE: Duration = Duration::from_secs(15 * 60);
 
-/// What is stored about one deployed function.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
-    pub name: String,
-    pub version: u64,
-    /// sha256 of the component bytes.
-    pub digest: String,
-    pub route: String,
-    pub deployed_at_ms: u64,
-    /// The manifest it was deployed with (server side: without `component` and `build`).
-    pub manifest: Manifest,
+/// What a deploy did.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    pub record: Record,
+    /// Whether the function is new.
+    pub created: bool,
+    /// Workers (of a cluster) still installing it when the deploy stopped waiting for them.
+    pub slow_workers: Vec<String>,
 }
 
 pub struct Functions {
-    dir: PathBuf,
+    store: Arc<dyn Store>,
     backend: Arc<dyn Backend>,
-    /// Queue consumers, kept in step with the records.
-    pub triggers: QueueTriggers,
+    /// Queue consumers, kept in step with the records; `None` where workers run them (a
+    /// cluster's gateway).
+    pub triggers: Option<QueueTriggers>,
     records: RwLock<BTreeMap<String, Record>>,
     router: Router,
     /// Serializes the commit part of deploys and deletes (not compilation).
@@ -52,29 +51,37 @@ pub struct Functions {
 }
 
 impl Functions {
-    /// Opens `<data_dir>/functions`, installs every recorded function on the worker, and removes
-    /// stored components no record uses.
+    /// Loads the records; with a backend of its own, installs every function on it (and starts
+    /// its queue consumers) and removes stored components no record uses.
     pub async fn open(
-        data_dir: &Path,
+        store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
-        triggers: QueueTriggers,
+        triggers: Option<QueueTriggers>,
     ) -> Result<Functions, ApiError> {
-        let dir = data_dir.join("functions");
-        let records = read_records(&dir)?;
-        let loaded = install_all(&*backend, &records).await;
-        let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
-        // Nothing is being deployed yet, so no grace period is needed.
-        let removed = backend.retain(live, Duration::ZERO).await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed stored components no function uses");
-        }
-        for (record, spec) in &loaded {
-            triggers
-                .sync(&record.name, record.version, &record.route, &spec.queues)
-                .await;
+        let records: BTreeMap<String, Record> = store
+            .load()
+            .await?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        if !backend.follows_store() {
+            let loaded = install_all(&*backend, &records).await;
+            let live: HashSet<String> = records.values().map(|r| r.digest.clone()).collect();
+            // Nothing is being deployed yet, so no grace period is needed.
+            let removed = backend.retain(live, Duration::ZERO).await?;
+            if removed > 0 {
+                tracing::info!(removed, "removed stored components no function uses");
+            }
+            if let Some(triggers) = &triggers {
+                for (record, spec) in &loaded {
+                    triggers
+                        .sync(&record.name, record.version, &record.route, &spec.queues)
+                        .await;
+                }
+            }
         }
         let functions = Functions {
-            dir,
+            store,
             backend,
             triggers,
             records: RwLock::new(records),
@@ -85,13 +92,27 @@ impl Functions {
         Ok(functions)
     }
 
-    /// Deploys (creates or replaces) `name`. Returns the new record and whether it was new.
+    /// Reloads the records from the store after another process changed them (routes included).
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let _guard = self.deploy_lock.lock().await;
+        let records = self.store.load().await?;
+        *self.records.write().unwrap() = records.into_iter().map(|r| (r.name.clone(), r)).collect();
+        self.publish_routes();
+        Ok(())
+    }
+
+    /// The store's change signal (see [`Store::changes`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.changes()
+    }
+
+    /// Deploys (creates or replaces) `name`.
     pub async fn deploy(
         &self,
         name: &str,
         manifest: Manifest,
         component: Bytes,
-    ) -> Result<(Record, bool), ApiError> {
+    ) -> Result<Deployed, ApiError> {
         let spec = manifest.validate(name)?;
         let digest = self.backend.prepare(component).await?;
 
@@ -113,29 +134,33 @@ impl Functions {
             deployed_at_ms: wafer_worker::time::now_ms(),
             manifest: manifest.server_side(),
         };
-        self.backend.install(deployment(&spec, &record)).await?;
-        if let Err(e) = self.write_record(&record) {
-            // Put the worker back as the disk says it is.
-            match &previous {
-                Some(old) => {
-                    if let Ok(old_spec) = old.manifest.validate(name) {
-                        let _ = self.backend.install(deployment(&old_spec, old)).await;
-                    }
-                }
-                None => {
-                    self.backend.remove(name).await;
+        let installed = if self.backend.follows_store() {
+            self.store.commit(&record).await?;
+            match self.backend.install(deployment(&spec, &record)).await {
+                Ok(installed) => installed,
+                Err(e) => {
+                    self.store.restore(name, previous.as_ref()).await?;
+                    return Err(e.into());
                 }
             }
-            return Err(e);
-        }
+        } else {
+            let installed = self.backend.install(deployment(&spec, &record)).await?;
+            if let Err(e) = self.store.commit(&record).await {
+                self.put_back(name, previous.as_ref()).await;
+                return Err(e);
+            }
+            installed
+        };
         self.records
             .write()
             .unwrap()
             .insert(name.to_string(), record.clone());
         self.publish_routes();
-        self.triggers
-            .sync(name, record.version, &record.route, &spec.queues)
-            .await;
+        if let Some(triggers) = &self.triggers {
+            triggers
+                .sync(name, record.version, &record.route, &spec.queues)
+                .await;
+        }
         if previous
             .as_ref()
             .is_some_and(|old| old.digest != record.digest)
@@ -143,7 +168,25 @@ impl Functions {
             self.collect_garbage().await;
         }
         tracing::info!(function = name, version = record.version, route = %record.route, "deployed");
-        Ok((record, previous.is_none()))
+        Ok(Deployed {
+            record,
+            created: previous.is_none(),
+            slow_workers: installed.slow,
+        })
+    }
+
+    /// Puts the backend back as the store says it is, after a record could not be written.
+    async fn put_back(&self, name: &str, previous: Option<&Record>) {
+        match previous {
+            Some(old) => {
+                if let Ok(old_spec) = old.manifest.validate(name) {
+                    let _ = self.backend.install(deployment(&old_spec, old)).await;
+                }
+            }
+            None => {
+                self.backend.remove(name).await;
+            }
+        }
     }
 
     /// Deletes `name`; returns whether it existed.
@@ -152,17 +195,13 @@ impl Functions {
         if self.get(name).is_none() {
             return Ok(false);
         }
-        let path = self.record_path(name);
-        std::fs::remove_file(&path)
-            .and_then(|()| disk::sync_dir(&self.dir))
-            .map_err(ApiError::storage(format!(
-                "failed to remove {}",
-                path.display()
-            )))?;
+        self.store.delete(name).await?;
         self.records.write().unwrap().remove(name);
         self.publish_routes();
         // Consumers stop first: deliveries in flight finish on the function before it goes.
-        self.triggers.stop(name).await;
+        if let Some(triggers) = &self.triggers {
+            triggers.stop(name).await;
+        }
         self.backend.remove(name).await;
         self.collect_garbage().await;
         tracing::info!(function = name, "deleted");
@@ -219,52 +258,16 @@ impl Functions {
                 .map(|r| (r.route.as_str(), r.name.as_str())),
         ));
     }
-
-    fn record_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
-    }
-
-    fn write_record(&self, record: &Record) -> Result<(), ApiError> {
-        let path = self.record_path(&record.name);
-        let json = serde_json::to_vec_pretty(record).expect("records serialize");
-        disk::atomic_write(&path, &json).map_err(ApiError::storage(format!(
-            "failed to write {}",
-            path.display()
-        )))
-    }
 }
 
-fn deployment(spec: &FunctionSpec, record: &Record) -> Deployment {
+/// What the backend runs for a record.
+pub fn deployment(spec: &FunctionSpec, record: &Record) -> Deployment {
     Deployment {
         name: record.name.clone(),
         version: record.version,
         digest: record.digest.clone(),
         config: spec.config.clone(),
     }
-}
-
-/// Reads every record in `dir` (created if missing, crash leftovers removed); an unreadable
-/// record is logged and skipped.
-fn read_records(dir: &Path) -> Result<BTreeMap<String, Record>, ApiError> {
-    let failed = |what: &str| ApiError::storage(format!("failed to {what} {}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(failed("create"))?;
-    disk::remove_temporaries(dir).map_err(failed("clean"))?;
-    let mut records = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(failed("read"))? {
-        let path = entry.map_err(failed("read"))?.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        match read_record(&path) {
-            Ok(record) => {
-                records.insert(record.name.clone(), record);
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "skipping unreadable function record")
-            }
-        }
-    }
-    Ok(records)
 }
 
 /// Installs every recorded function on the backend; returns those that loaded. One that does
@@ -280,7 +283,7 @@ async fn install_all(
             Ok(spec) => backend
                 .install(deployment(&spec, record))
                 .await
-                .map(|()| spec)
+                .map(|_| spec)
                 .map_err(ApiError::from),
             Err(e) => Err(e.into()),
         };
@@ -295,17 +298,4 @@ async fn install_all(
         }
     }
     loaded
-}
-
-fn read_record(path: &Path) -> Result<Record, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let record: Record = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if stem != record.name {
-        return Err(format!(
-            "record names `{}` but is stored as `{stem}`",
-            record.name
-        ));
-    }
-    Ok(record)
 }

@@ -11,7 +11,9 @@
 //!   fallback route that sends function traffic to [`trigger::http`];
 //! - [`admin`]: the admin API (`/_wafer/v1/...`, bearer token) and health/metrics;
 //! - [`state`]: the shared state every handler gets ([`Gateway`]) and its settings;
-//! - [`functions`]: deployed functions, records on disk, deploys and deletes;
+//! - [`functions`]: deployed functions, deploys and deletes, the route table;
+//! - [`store`]: where records live and the commit point ([`store::DiskStore`]: the data
+//!   directory; a cluster's is in PostgreSQL);
 //! - [`manifest`]: `wafer.toml` parsing and validation into the worker's types;
 //! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
 //!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules);
@@ -28,11 +30,13 @@ pub mod manifest;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod trigger;
 pub mod units;
 
 pub use error::{ApiError, OpenError};
-pub use functions::{Functions, Record};
+pub use functions::Functions;
 pub use manifest::Manifest;
 pub use server::serve;
 pub use state::{ConnectionLimits, Gateway, GatewayConfig};
+pub use store::{DiskStore, Record, Store};

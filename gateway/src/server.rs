@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
-use crate::state::Gateway;
+use crate::state::{ConnectionLimits, Gateway};
 use crate::{admin, trigger};
 
 /// The largest request head (request line and headers) read, in bytes.
@@ -55,11 +55,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stopping, stopped) = watch::channel(false);
-    let http = accept_loop(listener, gateway.clone(), stopped.clone());
+    let limits = gateway.config.connections.clone();
+    let http = accept_loop(listener, app(gateway.clone()), limits, stopped.clone());
     let mut queue_stop = stopped;
     let queues = async {
         let _ = queue_stop.wait_for(|s| *s).await;
-        gateway.functions.triggers.shutdown().await;
+        if let Some(triggers) = &gateway.functions.triggers {
+            triggers.shutdown().await;
+        }
     };
     let signal = async move {
         shutdown.await;
@@ -70,13 +73,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves any app on `listener` under `limits` until `shutdown` resolves; then stops accepting
+/// and finishes the requests in flight. (A worker's own API is served this way too.)
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stopping, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    accept_loop(listener, app, limits, stopped).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    app: Router,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = gateway.config.connections.clone();
-    let service = TowerToHyperService::new(app(gateway));
+    let service = TowerToHyperService::new(app);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -9,6 +9,7 @@ use wafer_worker::Backend;
 
 use crate::error::OpenError;
 use crate::functions::Functions;
+use crate::store::{DiskStore, Store};
 use crate::trigger::amqp::QueueTriggers;
 use crate::trigger::amqp::config::DEFAULT_AMQP_URL;
 
@@ -72,23 +73,55 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Loads the recorded functions onto `backend` and returns the gateway, ready to serve.
+    /// The gateway of `wafer up`: records in the data directory, queue triggers in this
+    /// process. Loads the recorded functions onto `backend`; ready to serve.
     pub async fn open(
         config: GatewayConfig,
         backend: Arc<dyn Backend>,
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, OpenError> {
+        let store = Arc::new(DiskStore::open(&config.data_dir).map_err(OpenError::Store)?);
         let triggers =
             QueueTriggers::new(backend.clone(), config.default_amqp_url.clone(), &metrics)?;
-        let functions = Functions::open(&config.data_dir, backend, triggers).await?;
-        Ok(Arc::new(Gateway {
+        Gateway::open_with(config, store, backend, Some(triggers), metrics).await
+    }
+
+    /// A gateway over any store and backend, with queue triggers here or (`None`) elsewhere.
+    /// When the store can change under it (another gateway deploys), the records and routes
+    /// follow within moments.
+    pub async fn open_with(
+        config: GatewayConfig,
+        store: Arc<dyn Store>,
+        backend: Arc<dyn Backend>,
+        triggers: Option<QueueTriggers>,
+        metrics: prometheus::Registry,
+    ) -> Result<Arc<Gateway>, OpenError> {
+        let functions = Functions::open(store, backend, triggers).await?;
+        let gateway = Arc::new(Gateway {
             functions,
             config,
             metrics,
-        }))
+        });
+        tokio::spawn(follow_changes(Arc::downgrade(&gateway)));
+        Ok(gateway)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         self.functions.backend()
+    }
+}
+
+/// Reloads the records whenever the store says they changed, until the gateway is gone.
+async fn follow_changes(gateway: std::sync::Weak<Gateway>) {
+    let Some(mut changes) = gateway.upgrade().map(|g| g.functions.changes()) else {
+        return;
+    };
+    while changes.changed().await.is_ok() {
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        if let Err(e) = gateway.functions.refresh().await {
+            tracing::warn!(error = %e, "could not reload the function records");
+        }
     }
 }

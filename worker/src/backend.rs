@@ -62,12 +62,12 @@ pub struct Deployment {
 }
 
 /// What a worker says about one deployed function.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionStatus {
     pub version: u64,
     pub digest: String,
     /// What the code exports: `wasi:http 0.2`, `wasi:http 0.3` or `wasi 0.1 command`.
-    pub interface: &'static str,
+    pub interface: String,
     /// Whether its compiled code is in memory (false: evicted after a long idle; the next call
     /// loads it back from disk).
     pub code_loaded: bool,
@@ -84,8 +84,8 @@ pub struct FunctionStatus {
     pub last_call_ms: Option<u64>,
 }
 
-/// A worker's overall state, for health checks.
-#[derive(Clone, Debug, serde::Serialize)]
+/// A worker's overall state, for health checks (for a cluster: all its workers together).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerHealth {
     /// Whether the pooling allocator is in use (false: it fell back to on-demand allocation).
     pub pooling: bool,
@@ -94,6 +94,27 @@ pub struct WorkerHealth {
     pub instances_max: u32,
     pub functions: usize,
     pub shutting_down: bool,
+    /// Each worker, where there are several (a cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<MemberHealth>,
+}
+
+/// One worker of a cluster, as its gateway sees it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemberHealth {
+    pub id: String,
+    pub url: String,
+    /// `ready`, `unreachable` (its lease is live but it does not answer), or `draining`.
+    pub state: String,
+    pub instances_live: u32,
+    pub functions: usize,
+}
+
+/// What an install achieved beyond "new calls reach the new version".
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Installed {
+    /// Workers that had not installed it when the install stopped waiting (a cluster).
+    pub slow: Vec<String>,
 }
 
 /// Which of a function's log lines to read.
@@ -106,7 +127,8 @@ pub struct LogQuery {
 }
 
 /// What a log reader receives, oldest first.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LogEvent {
     Line(LogLine),
     /// A follower fell this many lines behind and they were skipped.
@@ -139,7 +161,8 @@ pub trait Backend: Send + Sync + 'static {
     fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>>;
 
     /// Starts serving a function version (replacing the running one, whose calls finish on it).
-    fn install(&self, deployment: Deployment) -> BoxFuture<'static, Result<(), DeployError>>;
+    fn install(&self, deployment: Deployment)
+    -> BoxFuture<'static, Result<Installed, DeployError>>;
 
     /// Stops serving a function and forgets its logs; resolves to whether it existed.
     fn remove(&self, function: &str) -> BoxFuture<'static, bool>;
@@ -162,4 +185,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Refuses new calls from now on; calls already running finish.
     fn begin_shutdown(&self);
+
+    /// Whether this backend learns deployments from the gateway's store by itself (a cluster,
+    /// whose workers read PostgreSQL): then the gateway commits a record first and `install`
+    /// waits until the version is served, and nothing is installed at start.
+    fn follows_store(&self) -> bool {
+        false
+    }
 }

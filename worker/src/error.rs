@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use wasmtime::Trap;
 
-/// Why a call to a function produced no (complete) response.
-#[derive(Debug, thiserror::Error)]
+/// Why a call to a function produced no (complete) response. Serializable, so that a worker in
+/// another process can say exactly why.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum InvokeError {
     /// No function of that name is deployed on this worker.
     #[error("no function named `{0}` is deployed")]
@@ -60,6 +62,15 @@ pub enum InvokeError {
     /// The worker is stopping and takes no new calls.
     #[error("the worker is shutting down")]
     ShuttingDown,
+
+    /// The worker running the call went away (its process died, its connection broke) after
+    /// the request reached it.
+    #[error("the worker running `{function}` went away during the call ({worker})")]
+    WorkerLost { function: String, worker: String },
+
+    /// No worker is live to take the call.
+    #[error("no worker is available to run `{function}`")]
+    NoWorkers { function: String },
 }
 
 impl InvokeError {
@@ -75,6 +86,8 @@ impl InvokeError {
         "guest_error",
         "instantiate",
         "shutting_down",
+        "worker_lost",
+        "no_workers",
     ];
 
     /// Why a guest stopped, from the error its store returned: its memory limit if that is what
@@ -120,6 +133,8 @@ impl InvokeError {
             InvokeError::Guest { .. } => "guest_error",
             InvokeError::Instantiate { .. } => "instantiate",
             InvokeError::ShuttingDown => "shutting_down",
+            InvokeError::WorkerLost { .. } => "worker_lost",
+            InvokeError::NoWorkers { .. } => "no_workers",
         }
     }
 }
@@ -164,6 +179,10 @@ pub enum DeployError {
         #[source]
         source: std::io::Error,
     },
+
+    /// Nothing can take the deploy right now (no worker is live to compile it); try again.
+    #[error("{0}")]
+    Unavailable(String),
 
     /// Anything else wasmtime reported while compiling or linking.
     #[error("{0}")]
@@ -235,6 +254,13 @@ mod tests {
                 reason: String::new(),
             },
             InvokeError::ShuttingDown,
+            InvokeError::WorkerLost {
+                function: function(),
+                worker: String::new(),
+            },
+            InvokeError::NoWorkers {
+                function: function(),
+            },
         ];
         let kinds: Vec<&str> = every.iter().map(InvokeError::kind).collect();
         assert_eq!(kinds, InvokeError::KINDS);

@@ -54,8 +54,8 @@ pub mod time;
 mod worker;
 
 pub use backend::{
-    Backend, Body, BoxError, Deployment, FunctionConfig, FunctionStatus, LogEvent, LogQuery,
-    LogStream, Request, Response, WorkerHealth, empty_body, full_body,
+    Backend, Body, BoxError, Deployment, FunctionConfig, FunctionStatus, Installed, LogEvent,
+    LogQuery, LogStream, MemberHealth, Request, Response, WorkerHealth, empty_body, full_body,
 };
 pub use engine::EngineConfig;
 pub use error::{DeployError, InvokeError, WorkerError};

@@ -39,7 +39,7 @@ const DISK_QUEUE: usize = 64 << 10;
 const DISK_FLUSH: Duration = Duration::from_millis(50);
 
 /// Where a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -68,12 +68,15 @@ impl Stream {
 }
 
 /// One line of a function's output.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
     pub stream: Stream,
     pub text: String,
+    /// The worker that wrote it, where there are several (a cluster); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl LogLine {
@@ -82,6 +85,7 @@ impl LogLine {
             time_ms: crate::time::now_ms(),
             stream,
             text,
+            worker: None,
         }
     }
 
@@ -98,6 +102,7 @@ impl LogLine {
             time_ms,
             stream,
             text,
+            worker: None,
         })
     }
 }

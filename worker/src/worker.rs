@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::backend::{
-    Backend, Deployment, FunctionStatus, LogEvent, LogQuery, LogStream, Request, Response,
-    WorkerHealth,
+    Backend, Deployment, FunctionStatus, Installed, LogEvent, LogQuery, LogStream, Request,
+    Response, WorkerHealth,
 };
 use crate::code::{Code, Linkers};
 use crate::compile::{self, Compiled, Components};
@@ -126,6 +126,14 @@ impl Worker {
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         Ok(Worker { inner })
+    }
+}
+
+impl Worker {
+    /// Whether the component with `digest` is stored (and compiled) here already, so that
+    /// preparing it needs no bytes.
+    pub fn is_stored(&self, digest: &str) -> bool {
+        self.inner.components.cached(digest).is_some()
     }
 }
 
@@ -294,7 +302,7 @@ impl Inner {
         Some(FunctionStatus {
             version: f.version,
             digest: f.digest.clone(),
-            interface: f.interface,
+            interface: f.interface.to_string(),
             code_loaded: f.loaded_code().is_some(),
             instances_idle: idle,
             instances_busy: busy,
@@ -345,12 +353,16 @@ impl Backend for Worker {
         })
     }
 
-    fn install(&self, deployment: Deployment) -> BoxFuture<'static, Result<(), DeployError>> {
+    fn install(
+        &self,
+        deployment: Deployment,
+    ) -> BoxFuture<'static, Result<Installed, DeployError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || inner.install(deployment))
                 .await
-                .map_err(|e| DeployError::Internal(format!("install task failed: {e}")))?
+                .map_err(|e| DeployError::Internal(format!("install task failed: {e}")))??;
+            Ok(Installed::default())
         })
     }
 
@@ -405,6 +417,7 @@ impl Backend for Worker {
             instances_max: max,
             functions: self.inner.functions.len(),
             shutting_down: self.inner.shutting_down.load(Ordering::Relaxed),
+            workers: Vec::new(),
         }))
     }
 
