@@ -1,8 +1,8 @@
 //! The queue trigger: RabbitMQ messages call a function, with SQS-like semantics.
 //!
-//! For each `[[queue]]` of a function, a consumer (see `consumer`) holds a connection with two
-//! channels: one consuming with manual acks and `prefetch` unacknowledged messages at most, one
-//! publishing with confirms. Each message (or batch) becomes one call through the same
+//! For each `[[queue]]` of a function, a consumer (see `consumer`) holds two channels on the
+//! process's one connection to its broker (see `connection`): one consuming with manual acks and
+//! `prefetch` unacknowledged messages at most, one publishing with confirms. Each message (or batch) becomes one call through the same
 //! [`Backend`] as HTTP traffic, so the function's concurrency limit and timeout apply to both; at
 //! most `max_concurrency` calls from one trigger run at once, and prefetched deliveries beyond
 //! that wait for a turn rather than being refused.
@@ -21,6 +21,7 @@
 //! backoff, forever, re-declaring and resuming; the state shows in `/_wafer/healthz` and metrics.
 
 pub mod config;
+mod connection;
 mod consumer;
 mod delivery;
 mod metrics;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 use wafer_worker::Backend;
 
 use self::config::{QueueTrigger, redact_url};
+use self::connection::SharedConnection;
 use self::metrics::{QueueMetrics, QueueSeries};
 
 /// A running consumer's state, for health checks.
@@ -80,6 +82,8 @@ pub(crate) struct Context {
     pub(crate) path: String,
     pub(crate) trigger: QueueTrigger,
     pub(crate) url: String,
+    /// The process's connection to the trigger's broker.
+    pub(crate) connection: Arc<SharedConnection>,
     /// `ce-source`: the broker, vhost and queue, without credentials.
     pub(crate) source: String,
     pub(crate) backend: Arc<dyn Backend>,
@@ -115,6 +119,8 @@ pub struct QueueTriggers {
     default_url: String,
     metrics: QueueMetrics,
     running: Mutex<HashMap<String, FunctionConsumers>>,
+    /// One connection per broker, shared by every trigger on it.
+    connections: Mutex<HashMap<String, Arc<SharedConnection>>>,
 }
 
 impl QueueTriggers {
@@ -128,6 +134,7 @@ impl QueueTriggers {
             default_url,
             metrics: QueueMetrics::new(registry)?,
             running: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
         })
     }
 
@@ -153,6 +160,7 @@ impl QueueTriggers {
             tracing::info!(function, queue = %old.trigger.queue, "stopping queue consumer");
             old.stop().await;
         }
+        self.close_unused().await;
         let mut consumers = keep;
         for trigger in triggers {
             if consumers.iter().any(|r| &r.trigger == trigger) {
@@ -182,7 +190,15 @@ impl QueueTriggers {
             .url
             .clone()
             .unwrap_or_else(|| self.default_url.clone());
+        let connection = self
+            .connections
+            .lock()
+            .unwrap()
+            .entry(url.clone())
+            .or_insert_with(|| Arc::new(SharedConnection::new(url.clone())))
+            .clone();
         let context = Arc::new(Context {
+            connection,
             function: function.to_string(),
             version: version.clone(),
             path: path.to_string(),
@@ -219,6 +235,26 @@ impl QueueTriggers {
             }
             self.metrics.remove(function, &queues);
         }
+        self.close_unused().await;
+    }
+
+    /// Closes the connections no running trigger uses any more.
+    async fn close_unused(&self) {
+        let unused: Vec<Arc<SharedConnection>> = {
+            let mut connections = self.connections.lock().unwrap();
+            let unused: Vec<String> = connections
+                .iter()
+                .filter(|(_, c)| Arc::strong_count(c) == 1)
+                .map(|(url, _)| url.clone())
+                .collect();
+            unused
+                .iter()
+                .filter_map(|url| connections.remove(url))
+                .collect()
+        };
+        for connection in unused {
+            connection.close().await;
+        }
     }
 
     /// Stops every consumer, each finishing its deliveries in flight (on shutdown).
@@ -229,6 +265,7 @@ impl QueueTriggers {
             .flat_map(|(_, e)| e.consumers)
             .map(Running::stop);
         futures::future::join_all(stops).await;
+        self.close_unused().await;
     }
 
     pub fn status(&self) -> Vec<TriggerStatus> {

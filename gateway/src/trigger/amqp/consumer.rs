@@ -1,5 +1,6 @@
-//! One trigger's consumer: connect, declare, consume, batch, hand deliveries to `delivery`;
-//! on any connection or channel failure, back off and do it all again, until stopped.
+//! One trigger's consumer: open its channels on the process's shared connection to the broker,
+//! declare, consume, batch, hand deliveries to `delivery`; on any connection or channel failure,
+//! back off and do it all again, until stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Consumer};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -51,43 +52,41 @@ pub(super) async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     ctx.metrics.connected.set(0);
 }
 
-/// One connection's life. Returns Ok when stopped gracefully, Err when the broker went away.
+/// One pair of channels' life. Returns Ok when stopped gracefully, Err when the broker went
+/// away.
 async fn session(
     ctx: &Arc<Context>,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let name = format!("wafer:{}:{}", ctx.function, ctx.trigger.queue);
-    let connection = Connection::connect(
-        &ctx.url,
-        ConnectionProperties::default().with_connection_name(LongString::from(name.as_str())),
-    )
-    .await
-    .map_err(|e| format!("connecting to {}: {e}", redact_url(&ctx.url)))?;
-    let result = consume(ctx, &connection, stop, backoff).await;
-    let _ = connection.close(200, "wafer consumer closing".into()).await;
+    let channel = ctx.connection.channel().await?;
+    let publish = match ctx.connection.channel().await {
+        Ok(publish) => publish,
+        Err(e) => {
+            let _ = channel.close(200, "wafer consumer closing".into()).await;
+            return Err(e);
+        }
+    };
+    let result = consume(ctx, &channel, &publish, stop, backoff).await;
+    // Closing the consuming channel returns its unsettled deliveries to the queue.
+    for channel in [&channel, &publish] {
+        let _ = channel.close(200, "wafer consumer closing".into()).await;
+    }
     result
 }
 
 async fn consume(
     ctx: &Arc<Context>,
-    connection: &Connection,
+    channel: &Channel,
+    publish: &Channel,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| format!("opening a channel: {e}"))?;
-    let publish = connection
-        .create_channel()
-        .await
-        .map_err(|e| format!("opening a channel: {e}"))?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| format!("enabling publisher confirms: {e}"))?;
-    declare(&channel, ctx).await?;
+    declare(channel, ctx).await?;
     channel
         .basic_qos(ctx.trigger.prefetch, BasicQosOptions::default())
         .await
@@ -106,7 +105,7 @@ async fn consume(
     *backoff = FIRST_BACKOFF;
     tracing::info!(function = %ctx.function, queue = %ctx.trigger.queue, prefetch = ctx.trigger.prefetch, "consuming");
 
-    let publish = Arc::new(publish);
+    let publish = Arc::new(publish.clone());
     let turns = Arc::new(Semaphore::new(ctx.trigger.max_concurrency as usize));
     let mut in_flight = JoinSet::new();
     let outcome = loop {
