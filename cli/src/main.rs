@@ -1,14 +1,16 @@
-//! `wafer`: run wafer locally (`up`), and deploy, list, call, read and delete functions on a
-//! running wafer through its admin API.
+//! `wafer`: run wafer locally (`up`) or as a cluster's processes (`gateway`, `worker`), and
+//! deploy, list, call, read and delete functions on a running wafer through its admin API.
 //!
 //! Modules:
 //! - `commands`: one file per subcommand, each a clap struct with a `run` method;
 //! - `project`: a function's folder on disk: its manifest, building it, its component;
-//! - `client`: the admin API over HTTP, as the commands use it.
+//! - `client`: the admin API over HTTP, as the commands use it;
+//! - `signals`: stopping a server process on SIGTERM or Ctrl-C, draining first.
 
 mod client;
 mod commands;
 mod project;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -30,7 +32,9 @@ fn main() -> ExitCode {
     // lapin reports at warn what wafer already handles and reports itself (returned messages,
     // closed channels).
     let default_level = match cli.command {
-        commands::Command::Up(_) => "info,lapin=error",
+        commands::Command::Up(_) | commands::Command::Gateway(_) | commands::Command::Worker(_) => {
+            "info,lapin=error,sqlx=warn"
+        }
         _ => "warn,lapin=error",
     };
     tracing_subscriber::fmt()

@@ -29,6 +29,8 @@ struct Line {
     time_ms: Option<u64>,
     stream: String,
     text: String,
+    /// The worker that wrote it, through a cluster's gateway.
+    worker: Option<String>,
 }
 
 impl Logs {
@@ -62,5 +64,8 @@ fn print_line(line: &Line) {
             humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
         })
         .unwrap_or_default();
-    println!("{time} {:<6} {}", line.stream, line.text);
+    match &line.worker {
+        Some(worker) => println!("{time} {worker} {:<6} {}", line.stream, line.text),
+        None => println!("{time} {:<6} {}", line.stream, line.text),
+    }
 }

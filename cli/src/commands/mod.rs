@@ -1,14 +1,17 @@
 //! The subcommands, one file each.
 
 mod build;
+mod cluster;
 mod delete;
 mod deploy;
+mod gateway;
 mod invoke;
 mod list;
 mod logs;
 mod new;
 mod queue;
 mod up;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -16,6 +19,10 @@ use std::process::ExitCode;
 pub enum Command {
     /// Run the gateway and a worker in this process, deploying the given functions first.
     Up(up::Up),
+    /// Run a cluster's gateway (HTTP in, admin API) on its PostgreSQL, without a worker.
+    Gateway(gateway::Gateway),
+    /// Run a cluster's worker: it serves the gateways' calls and follows PostgreSQL.
+    Worker(worker::WorkerCommand),
     /// Create a new function folder (Rust, JavaScript or Python) that builds and deploys as is.
     New(new::New),
     /// Run a function's build command from its manifest.
@@ -39,6 +46,8 @@ impl Command {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Command::Up(c) => c.run().await,
+            Command::Gateway(c) => c.run().await,
+            Command::Worker(c) => c.run().await,
             Command::New(c) => c.run().await,
             Command::Build(c) => c.run().await,
             Command::Deploy(c) => c.run().await,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
 use wafer_gateway::units::{ByteSize, HumanDuration};
 use wafer_gateway::{ConnectionLimits, Gateway, GatewayConfig};
@@ -117,11 +116,12 @@ impl Up {
             let project = Project::load(path)?;
             let name = project.name()?;
             let component = project.component()?;
-            let (record, _) = gateway
+            let record = gateway
                 .functions
                 .deploy(&name, project.manifest.clone(), component.into())
                 .await
-                .with_context(|| format!("failed to deploy {}", path.display()))?;
+                .with_context(|| format!("failed to deploy {}", path.display()))?
+                .record;
             eprintln!(
                 "deployed {name} v{} at http://{addr}{}",
                 record.version, record.route
@@ -131,46 +131,16 @@ impl Up {
             tracing::info!(function = %record.name, url = %format!("http://{addr}{}", record.route), "serving");
         }
 
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: no new connections; finishing calls in flight");
-            let _ = stop_tx.send(true);
-            wait_for_signal().await;
-            eprintln!("second signal: exiting now");
-            std::process::exit(130);
-        });
-        let mut stopped = stop_rx.clone();
+        let stop = crate::signals::stop_on_signal();
+        let mut stopped = stop.clone();
         let server = wafer_gateway::serve(listener, gateway, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
         eprintln!("listening on http://{addr}");
-        let drain = self.drain_timeout.0;
-        tokio::select! {
-            result = server => result.context("the gateway failed")?,
-            _ = async {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-                tokio::time::sleep(drain).await;
-            } => {
-                tracing::warn!(?drain, "calls still in flight after the drain timeout; exiting anyway");
-            }
-        }
+        crate::signals::serve_until_drained(server, stop, self.drain_timeout.0)
+            .await
+            .context("the gateway failed")?;
         Ok(ExitCode::SUCCESS)
-    }
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
