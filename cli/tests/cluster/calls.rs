@@ -1,0 +1,180 @@
+//! Deploys and calls across gateways and workers: propagation, every kind of component, where
+//! calls go.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::e2e::{Gate, eventually, guest, http};
+use crate::support::{Cluster, get};
+
+#[tokio::test]
+async fn a_deploy_through_one_gateway_is_served_through_every_gateway() {
+    let cluster = Cluster::start(2, 3).await;
+    let hello = guest("hello");
+    let wasm = hello.to_str().unwrap();
+    let out = cluster.deploy(
+        0,
+        &["--name", "greet", "--wasm", wasm, "--env", "GREETING=Hi"],
+    );
+    assert!(out.contains("deployed greet v1"), "{out}");
+    // Right after the deploy returns, every gateway serves it, from any worker.
+    let (status, worker, body) = get(&cluster.url(1, "/greet")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hi from wafer! (GET /greet)\n")
+    );
+    assert!(worker.is_some(), "the serving worker is named");
+
+    // A redeploy: the call right after it returns gets the new version, on either gateway.
+    cluster.deploy(
+        0,
+        &["--name", "greet", "--wasm", wasm, "--env", "GREETING=Howdy"],
+    );
+    for gateway in [1, 0] {
+        let (_, _, body) = get(&cluster.url(gateway, "/greet")).await;
+        assert_eq!(body, "Howdy from wafer! (GET /greet)\n");
+    }
+
+    // The CLI sees the same through either gateway; logs name the worker of each line.
+    let list = cluster.cli(1, &["list"]);
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert!(out.contains("greet") && out.contains("/greet"), "{out}");
+    let logs = cluster.cli(1, &["logs", "greet", "--tail", "10"]);
+    let out = String::from_utf8_lossy(&logs.stdout);
+    assert!(out.contains("GET /greet"), "{out}");
+    assert!(out.contains("w-"), "each line names its worker: {out}");
+
+    // A delete through one gateway reaches the other.
+    let out = cluster.cli(0, &["delete", "greet"]);
+    assert!(out.status.success());
+    eventually(
+        Duration::from_secs(30),
+        "the delete reaching gateway 1",
+        || async { get(&cluster.url(1, "/greet")).await.0 == 404 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_busy_function_spreads_over_the_workers_and_a_quiet_one_stays_on_one() {
+    let cluster = Cluster::start(1, 3).await;
+    let sleep = guest("sleep");
+    cluster.deploy(
+        0,
+        &[
+            "--name",
+            "busy",
+            "--wasm",
+            sleep.to_str().unwrap(),
+            "--concurrency",
+            "2",
+        ],
+    );
+    // Six calls held open: two fit on each worker before the gateway spills to the next.
+    let gate = Gate::new();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let body = gate.body();
+            let url = cluster.url(0, "/busy?hold=1&ms=0");
+            tokio::spawn(async move {
+                let response = http().post(url).body(body).send().await.unwrap();
+                let worker = response.headers().get("x-wafer-worker").cloned();
+                (response.status().as_u16(), worker)
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(60), "six calls running", || async {
+        let info: serde_json::Value = crate::e2e::http()
+            .get(cluster.url(0, "/_wafer/v1/functions/busy"))
+            .bearer_auth(crate::e2e::TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        info["status"]["instances_busy"] == 6
+    })
+    .await;
+    gate.open();
+    let mut workers = HashSet::new();
+    for call in calls {
+        let (status, worker) = call.await.unwrap();
+        assert_eq!(status, 200);
+        workers.insert(worker.expect("served by a worker"));
+    }
+    assert_eq!(workers.len(), 3, "the busy function ran on every worker");
+
+    // A quiet function's calls, one after another, stay warm on one instance of one worker.
+    let calls = guest("calls");
+    cluster.deploy(0, &["--name", "quiet", "--wasm", calls.to_str().unwrap()]);
+    let mut seen = Vec::new();
+    let mut workers = HashSet::new();
+    for _ in 0..5 {
+        let (status, worker, body) = get(&cluster.url(0, "/quiet")).await;
+        assert_eq!(status, 200);
+        seen.push(body);
+        workers.insert(worker);
+    }
+    assert_eq!(seen, ["1", "2", "3", "4", "5"], "one warm instance");
+    assert_eq!(workers.len(), 1);
+}
+
+#[tokio::test]
+async fn components_of_every_kind_run_through_a_gateway() {
+    let cluster = Cluster::start(1, 2).await;
+    // Rust (wasi:http 0.2 and 0.3), JavaScript, Python, and C as a WASI 0.1 command; the CLI
+    // builds the examples that are not built yet.
+    guest("hello");
+    for (example, path, answer) in [
+        ("hello", "/hello", "Hello from wafer! (GET /hello)\n"),
+        (
+            "hello-p3",
+            "/hello-p3",
+            "Hello from wafer! (GET /hello-p3)\n",
+        ),
+        (
+            "hello-js",
+            "/hello-js",
+            "Hello from wafer! (GET /hello-js) [javascript]\n",
+        ),
+        (
+            "hello-py",
+            "/hello-py",
+            "Hello from wafer! (GET /hello-py) [python]\n",
+        ),
+        (
+            "hello-c",
+            "/hello-c",
+            "Hello from wafer! (GET /hello-c) [c]\n",
+        ),
+    ] {
+        cluster.deploy(0, &[&format!("examples/{example}")]);
+        let (status, _, body) = get(&cluster.url(0, path)).await;
+        assert_eq!((status, body.as_str()), (200, answer), "{example}");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_with_an_empty_data_directory_serves_everything_from_the_database() {
+    let mut cluster = Cluster::start(1, 1).await;
+    let hello = guest("hello");
+    let calls = guest("calls");
+    cluster.deploy(0, &["--name", "a", "--wasm", hello.to_str().unwrap()]);
+    cluster.deploy(0, &["--name", "b", "--wasm", calls.to_str().unwrap()]);
+    // A new worker joins with nothing on disk; then the first one goes away.
+    cluster.add_worker();
+    let newcomer = cluster.workers[1].worker_id().await;
+    cluster.workers[0].kill9();
+    for path in ["/a", "/b"] {
+        eventually(
+            Duration::from_secs(60),
+            "served by the newcomer",
+            || async {
+                let (status, worker, _) = get(&cluster.url(0, path)).await;
+                status == 200 && worker.as_deref() == Some(newcomer.as_str())
+            },
+        )
+        .await;
+    }
+}
