@@ -178,6 +178,7 @@ impl Logs {
             recent: Mutex::new(Recent::from_lines(recent)),
             follow: broadcast::channel(1024).0,
             disk: self.disk.clone(),
+            dir: self.dir.clone(),
         });
         self.sinks.entry(name).or_insert(sink).clone()
     }
@@ -230,6 +231,8 @@ pub struct LogSink {
     recent: Mutex<Recent>,
     follow: broadcast::Sender<LogLine>,
     disk: Option<Arc<DiskQueue>>,
+    /// Where its files are (`<name>.log`, and `<name>.log.1` before the last rotation).
+    dir: Option<PathBuf>,
 }
 
 impl LogSink {
@@ -245,11 +248,36 @@ impl LogSink {
         self.recent.lock().unwrap().push(line);
     }
 
-    /// The last `n` lines, oldest first.
+    /// The last `n` lines held in memory, oldest first.
     pub fn recent(&self, n: usize) -> Vec<LogLine> {
         let recent = self.recent.lock().unwrap();
         let skip = recent.lines.len().saturating_sub(n);
         recent.lines.iter().skip(skip).cloned().collect()
+    }
+
+    /// The last `n` lines, oldest first: from memory while it holds that many, else as far back
+    /// as the kept files go (the previous file and the current one), then the lines in memory
+    /// that the disk writer has not caught up with.
+    pub fn tail(&self, n: usize) -> Vec<LogLine> {
+        let memory = self.recent(usize::MAX);
+        let Some(dir) = self.dir.as_deref().filter(|_| memory.len() < n) else {
+            let skip = memory.len().saturating_sub(n);
+            return memory.into_iter().skip(skip).collect();
+        };
+        let mut lines: Vec<LogLine> =
+            [format!("{}.log.1", self.name), format!("{}.log", self.name)]
+                .iter()
+                .flat_map(|file| read_all(&dir.join(file)))
+                .collect();
+        // The newest lines on disk are the oldest in memory: line them up, append the rest.
+        let written = (0..=memory.len().min(lines.len()))
+            .rev()
+            .find(|&k| lines[lines.len() - k..] == memory[..k])
+            .unwrap_or(0);
+        lines.extend(memory.into_iter().skip(written));
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+        lines
     }
 
     /// New lines as they are written.
@@ -320,6 +348,13 @@ fn append(
     file.write_all(text.as_bytes())?;
     *len += text.len() as u64;
     Ok(())
+}
+
+/// Every line of a log file (none if it is missing).
+fn read_all(path: &Path) -> Vec<LogLine> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().filter_map(LogLine::from_disk).collect())
+        .unwrap_or_default()
 }
 
 /// The last lines of a log file, for seeding memory after a restart.
@@ -565,8 +600,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();
-        let last = logs.sink("f").recent(1);
+        let sink = logs.sink("f");
+        let last = sink.recent(1);
         assert_eq!(last[0].text, format!("line {}", RECENT_LINES * 2 - 1));
         assert_eq!(last[0].stream, Stream::Stderr);
+        // A tail longer than memory reads back from the file, in order and whole.
+        let all = sink.tail(RECENT_LINES * 2);
+        let texts: Vec<String> = all.iter().map(|l| l.text.clone()).collect();
+        let expected: Vec<String> = (0..RECENT_LINES * 2).map(|i| format!("line {i}")).collect();
+        assert_eq!(texts, expected);
     }
 }

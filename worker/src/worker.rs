@@ -431,7 +431,7 @@ impl Backend for Worker {
 /// holds no reference to the sink, so a deleted function's follow ends.
 fn read_logs(sink: &LogSink, query: LogQuery) -> LogStream {
     let follow = query.follow.then(|| sink.subscribe());
-    let backlog = sink.recent(query.tail);
+    let backlog = sink.tail(query.tail);
     let backlog = futures::stream::iter(backlog.into_iter().map(LogEvent::Line));
     let live = futures::stream::unfold(follow, |rx| async move {
         let mut rx = rx?;

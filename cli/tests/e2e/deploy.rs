@@ -284,6 +284,29 @@ async fn without_address_space_for_the_pool_it_falls_back_to_on_demand_allocatio
 }
 
 #[tokio::test]
+async fn logs_tail_reads_back_past_what_memory_holds() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    // Memory keeps the last 1,000 lines; the file keeps more.
+    let client = http();
+    for i in 0..1200 {
+        let response = client.get(wafer.url(&format!("/hello/{i}"))).send().await;
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    let out = wafer.cli(&["logs", "hello", "--tail", "1100"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1100,
+        "{}",
+        lines[..3.min(lines.len())].join("\n")
+    );
+    assert!(lines[0].ends_with("GET /hello/100"), "{}", lines[0]);
+    assert!(lines[1099].ends_with("GET /hello/1199"), "{}", lines[1099]);
+}
+
+#[tokio::test]
 async fn logs_follow_streams_new_lines() {
     let wafer = Wafer::start();
     wafer.deploy_ok("hello", &guest("hello"), "").await;
