@@ -1,7 +1,12 @@
 //! Who is in the cluster: each worker holds a lease row in PostgreSQL that it renews every
-//! [`HEARTBEAT`] and that lapses [`LEASE`] after the last renewal; gateways read the live ones
-//! (at once on a join or leave notification, and every [`REFRESH`] regardless) and route only
-//! to them. No protocol of wafer's own: the database is the membership list.
+//! [`HEARTBEAT`] and that lapses [`LEASE`] after the last renewal; gateways read the rows (at
+//! once on a join or leave notification, and every [`REFRESH`] regardless) and route to the
+//! workers with live leases. No protocol of wafer's own: the database is the membership list.
+//!
+//! A worker that leaves deletes its row and is gone from routing at once. One whose lease merely
+//! lapsed is tried last rather than dropped: it may be alive and the database the one that was
+//! down (a restart longer than the lease), and a gateway learns it is dead from the first refused
+//! connection anyway. Rows lapsed for a minute are deleted by any live worker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,30 +123,49 @@ async fn heartbeat(pool: PgPool, member: Member, mut stop: watch::Receiver<bool>
     }
 }
 
-/// The live workers, with their rendezvous order ready.
+/// The workers a gateway routes to, with their rendezvous order ready.
 pub struct Live {
+    /// Workers with a live lease.
     pub members: Vec<Member>,
+    /// Workers whose lease lapsed but that have not left: tried after the others.
+    pub lapsed: Vec<Member>,
     nodes: RendezvousNodes<IdNode<String>, DefaultNodeHasher>,
 }
 
 impl Live {
-    fn new(members: Vec<Member>) -> Live {
+    fn new(members: Vec<Member>, lapsed: Vec<Member>) -> Live {
         let mut nodes = RendezvousNodes::default();
-        for member in &members {
+        for member in members.iter().chain(&lapsed) {
             nodes.insert(IdNode::new(member.id.clone()));
         }
-        Live { members, nodes }
+        Live {
+            members,
+            lapsed,
+            nodes,
+        }
     }
 
-    /// The live workers in the order a function's calls should try them: highest random
-    /// weight of (function, worker) first, so each function has a home worker, and a worker
-    /// joining or leaving moves only its share of functions.
+    /// The workers in the order a function's calls should try them: highest random weight of
+    /// (function, worker) first, so each function has a home worker and a worker joining or
+    /// leaving moves only its share of functions; workers with lapsed leases last.
     pub fn order(&self, function: &str) -> Vec<&Member> {
-        self.nodes
+        let ranked: Vec<&String> = self
+            .nodes
             .calc_candidates(&function)
-            .filter_map(|id| self.members.iter().find(|m| m.id == **id))
-            .collect()
+            .map(|id| &**id)
+            .collect();
+        let mut order = pick(&ranked, &self.members);
+        order.extend(pick(&ranked, &self.lapsed));
+        order
     }
+}
+
+/// The members of `set`, in `ranked` order.
+fn pick<'a>(ranked: &[&String], set: &'a [Member]) -> Vec<&'a Member> {
+    ranked
+        .iter()
+        .filter_map(|id| set.iter().find(|m| &m.id == *id))
+        .collect()
 }
 
 /// A gateway's view of the live workers, kept current in the background.
@@ -153,8 +177,9 @@ pub struct Members {
 impl Members {
     /// Reads the live workers and keeps reading them until the returned handle is dropped.
     pub async fn watch(pool: PgPool) -> Result<Arc<Members>, DbError> {
+        let (live, lapsed) = read_members(&pool).await?;
         let members = Arc::new(Members {
-            live: ArcSwap::from_pointee(Live::new(read_live(&pool).await?)),
+            live: ArcSwap::from_pointee(Live::new(live, lapsed)),
             changed: watch::channel(0).0,
         });
         tokio::spawn(follow(pool, Arc::downgrade(&members)));
@@ -170,23 +195,31 @@ impl Members {
         self.changed.subscribe()
     }
 
-    fn set(&self, members: Vec<Member>) {
-        if self.live.load().members != members {
-            self.live.store(Arc::new(Live::new(members)));
+    fn set(&self, members: Vec<Member>, lapsed: Vec<Member>) {
+        let now = self.live.load();
+        if now.members != members || now.lapsed != lapsed {
+            self.live.store(Arc::new(Live::new(members, lapsed)));
             self.changed.send_modify(|n| *n += 1);
         }
     }
 }
 
-async fn read_live(pool: &PgPool) -> Result<Vec<Member>, DbError> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, url FROM workers WHERE lease_until > now() ORDER BY id")
+/// The workers with live leases, and those whose lease lapsed (but that have not left).
+async fn read_members(pool: &PgPool) -> Result<(Vec<Member>, Vec<Member>), DbError> {
+    let rows: Vec<(String, String, bool)> =
+        sqlx::query_as("SELECT id, url, lease_until > now() FROM workers ORDER BY id")
             .fetch_all(pool)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, url)| Member { id, url })
-        .collect())
+    let (mut live, mut lapsed) = (Vec::new(), Vec::new());
+    for (id, url, alive) in rows {
+        let member = Member { id, url };
+        if alive {
+            live.push(member);
+        } else {
+            lapsed.push(member);
+        }
+    }
+    Ok((live, lapsed))
 }
 
 /// Rereads the live workers on every join/leave notification and every [`REFRESH`].
@@ -224,9 +257,10 @@ async fn follow(pool: PgPool, members: std::sync::Weak<Members>) {
         let Some(members) = members.upgrade() else {
             return;
         };
-        match read_live(&pool).await {
-            Ok(live) => members.set(live),
-            Err(e) => tracing::debug!(error = %e, "could not read the live workers"),
+        match read_members(&pool).await {
+            Ok((live, lapsed)) => members.set(live, lapsed),
+            // The last view stands until the database answers again.
+            Err(e) => tracing::debug!(error = %e, "could not read the cluster's workers"),
         }
     }
 }

@@ -540,7 +540,9 @@ impl Inner {
     }
 
     async fn health(&self) -> WorkerHealth {
-        let members = self.members.live().members.clone();
+        let live = self.members.live();
+        let lapsed: HashSet<&str> = live.lapsed.iter().map(|m| m.id.as_str()).collect();
+        let members: Vec<Member> = live.members.iter().chain(&live.lapsed).cloned().collect();
         let answers = futures::future::join_all(
             members
                 .iter()
@@ -561,8 +563,10 @@ impl Inner {
                 .flatten()
                 .and_then(|v| serde_json::from_value(v["worker"].clone()).ok());
             let state = match &worker {
+                None if lapsed.contains(member.id.as_str()) => "lease lapsed",
                 None => "unreachable",
                 Some(w) if w.shutting_down => "draining",
+                Some(_) if lapsed.contains(member.id.as_str()) => "ready (lease lapsed)",
                 Some(_) => "ready",
             };
             if let Some(w) = &worker {

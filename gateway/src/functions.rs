@@ -45,6 +45,9 @@ pub struct Functions {
     /// cluster's gateway).
     pub triggers: Option<QueueTriggers>,
     records: RwLock<BTreeMap<String, Record>>,
+    /// Counts this process's own changes to `records`, so that a reload read before one of
+    /// them does not undo it.
+    changed_here: std::sync::atomic::AtomicU64,
     router: Router,
     /// Serializes the commit part of deploys and deletes (not compilation).
     deploy_lock: tokio::sync::Mutex<()>,
@@ -85,6 +88,7 @@ impl Functions {
             backend,
             triggers,
             records: RwLock::new(records),
+            changed_here: std::sync::atomic::AtomicU64::new(0),
             router: Router::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
         };
@@ -93,12 +97,21 @@ impl Functions {
     }
 
     /// Reloads the records from the store after another process changed them (routes included).
+    /// Needs no lock: a reload that raced one of this process's own changes is read again.
     pub async fn refresh(&self) -> Result<(), ApiError> {
-        let _guard = self.deploy_lock.lock().await;
-        let records = self.store.load().await?;
-        *self.records.write().unwrap() = records.into_iter().map(|r| (r.name.clone(), r)).collect();
-        self.publish_routes();
-        Ok(())
+        use std::sync::atomic::Ordering;
+        loop {
+            let before = self.changed_here.load(Ordering::Acquire);
+            let records = self.store.load().await?;
+            let mut current = self.records.write().unwrap();
+            if self.changed_here.load(Ordering::Acquire) != before {
+                continue;
+            }
+            *current = records.into_iter().map(|r| (r.name.clone(), r)).collect();
+            drop(current);
+            self.publish_routes();
+            return Ok(());
+        }
     }
 
     /// The store's change signal (see [`Store::changes`]).
@@ -155,6 +168,8 @@ impl Functions {
             .write()
             .unwrap()
             .insert(name.to_string(), record.clone());
+        self.changed_here
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish_routes();
         if let Some(triggers) = &self.triggers {
             triggers
@@ -197,6 +212,8 @@ impl Functions {
         }
         self.store.delete(name).await?;
         self.records.write().unwrap().remove(name);
+        self.changed_here
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish_routes();
         // Consumers stop first: deliveries in flight finish on the function before it goes.
         if let Some(triggers) = &self.triggers {

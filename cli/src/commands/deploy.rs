@@ -86,6 +86,9 @@ struct Deployed {
     name: String,
     version: u64,
     route: String,
+    /// Cluster workers still installing it when the deploy answered.
+    #[serde(default)]
+    slow_workers: Vec<String>,
 }
 
 impl Deploy {
@@ -114,6 +117,13 @@ impl Deploy {
         manifest.validate(&name)?;
 
         let client = Client::new(&self.server)?;
+        // The server compiles before it answers: seconds for a big component, and on a cluster
+        // every worker installs it first.
+        eprintln!(
+            "deploying {name} ({:.1} MB) to {}: compiling and installing...",
+            component.len() as f64 / 1e6,
+            client.base()
+        );
         let form = Form::new()
             .part(
                 "manifest",
@@ -142,6 +152,17 @@ impl Deploy {
             client.base(),
             deployed.route
         );
+        if !deployed.slow_workers.is_empty() {
+            eprintln!(
+                "warning: still installing on {} (they take it over as soon as they are ready): {}",
+                if deployed.slow_workers.len() == 1 {
+                    "one worker"
+                } else {
+                    "some workers"
+                },
+                deployed.slow_workers.join(", ")
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 
