@@ -8,7 +8,10 @@
 //! - `soak`: minutes of mixed load at 80% of the maximum rate; errors and RSS growth.
 //! - `serve`: hello against `wasmtime serve` and a plain axum server (req/s, latency, CPU per
 //!   request), cold starts, deploy and restart times, RSS with many functions.
+//! - `cluster`: one gateway and workers against `wafer up`: the hop's cost, scaling an I/O-bound
+//!   function over workers, what membership costs PostgreSQL.
 
+mod cluster;
 mod hostile;
 mod languages;
 mod queue;
@@ -31,6 +34,8 @@ enum Bench {
     Soak(soak::Soak),
     /// wafer against `wasmtime serve` and a plain axum server on the same hello component.
     Serve(serve::Serve),
+    /// A gateway and workers against `wafer up` on the same components.
+    Cluster(cluster::Cluster),
     /// A plain axum hello server (the ceiling `serve` compares against).
     #[command(hide = true)]
     AxumHello(serve::AxumHello),
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Hostile(h) => h.run().await,
         Bench::Soak(s) => s.run().await,
         Bench::Serve(s) => s.run().await,
+        Bench::Cluster(c) => c.run().await,
         Bench::AxumHello(a) => a.run().await,
     }
 }

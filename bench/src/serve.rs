@@ -581,7 +581,7 @@ fn wrk(url: &str, connections: u32, duration: &str) -> anyhow::Result<String> {
 }
 
 /// Requests, requests/s, p50 and p99 from wrk's `--latency` output.
-fn parse_wrk(out: &str) -> Option<(u64, f64, Duration, Duration)> {
+pub(crate) fn parse_wrk(out: &str) -> Option<(u64, f64, Duration, Duration)> {
     let rps = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
