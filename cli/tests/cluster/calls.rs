@@ -178,3 +178,23 @@ async fn a_worker_with_an_empty_data_directory_serves_everything_from_the_databa
         .await;
     }
 }
+
+#[test]
+fn gateway_and_worker_name_what_they_are_missing() {
+    for command in ["gateway", "worker"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .args([command, "--listen", "127.0.0.1:0", "--token", "t"])
+            .env_remove("WAFER_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("--database-url"), "{stderr}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .args([command, "--database-url", "postgres://127.0.0.1/x"])
+            .env_remove("WAFER_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("--token"), "{stderr}");
+    }
+}
