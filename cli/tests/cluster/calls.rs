@@ -188,13 +188,19 @@ fn gateway_and_worker_name_what_they_are_missing() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("--database-url"), "{stderr}");
+        assert!(
+            !out.status.success() && stderr.contains("--database-url"),
+            "{stderr}"
+        );
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
             .args([command, "--database-url", "postgres://127.0.0.1/x"])
             .env_remove("WAFER_TOKEN")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("--token"), "{stderr}");
+        assert!(
+            !out.status.success() && stderr.contains("--token"),
+            "{stderr}"
+        );
     }
 }

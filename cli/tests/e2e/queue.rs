@@ -497,3 +497,37 @@ async fn bad_queue_triggers_are_refused_naming_the_field() {
         assert!(!body.contains("secret"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn every_trigger_of_a_process_shares_one_broker_connection() {
+    let broker = Broker::connect().await;
+    let wafer = Wafer::start();
+    let queues: Vec<String> = (0..20).map(|_| unique_queue("shared")).collect();
+    for (i, queue) in queues.iter().enumerate() {
+        broker.declare(queue).await;
+        wafer
+            .deploy_ok(
+                &format!("f{i}"),
+                &guest("order-processor"),
+                &format!("[[queue]]\nqueue = \"{queue}\""),
+            )
+            .await;
+    }
+    // Each trigger consumes: one message through the last queue is processed.
+    broker
+        .publish_json(&queues[19], order("shared-1", json!({})))
+        .await;
+    eventually(Duration::from_secs(60), "a message processed", || async {
+        wafer.logs("f19").await.contains("processed order shared-1")
+    })
+    .await;
+    let name = format!("wafer:{}", wafer.pid());
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "client_properties"])
+        .output()
+        .expect("run rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ours = text.lines().filter(|l| l.contains(&name)).count();
+    assert_eq!(ours, 1, "20 triggers, connections named {name}:\n{text}");
+    broker.cleanup().await;
+}

@@ -1,8 +1,9 @@
 //! The queue trigger: RabbitMQ messages call a function, with SQS-like semantics.
 //!
-//! For each `[[queue]]` of a function, a consumer (see `consumer`) holds two channels on the
-//! process's one connection to its broker (see `connection`): one consuming with manual acks and
-//! `prefetch` unacknowledged messages at most, one publishing with confirms. Each message (or batch) becomes one call through the same
+//! For each `[[queue]]` of a function, a consumer (see `consumer`) holds a channel on the
+//! process's one connection to its broker (see `connection`), consuming with manual acks and
+//! `prefetch` unacknowledged messages at most; retries and dead letters go out on one
+//! publishing channel per connection, with confirms. Each message (or batch) becomes one call through the same
 //! [`Backend`] as HTTP traffic, so the function's concurrency limit and timeout apply to both; at
 //! most `max_concurrency` calls from one trigger run at once, and prefetched deliveries beyond
 //! that wait for a turn rather than being refused.

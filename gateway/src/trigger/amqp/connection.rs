@@ -1,8 +1,9 @@
-//! One AMQP connection per broker for all of a process's queue triggers: each trigger opens its
-//! channels on it (one to consume, one to publish retries and dead letters). When the connection
-//! breaks, the first trigger to notice connects again and the others open their channels on the
-//! new one.
+//! One AMQP connection per broker for all of a process's queue triggers: each trigger consumes
+//! on a channel of its own, and all of them publish retries and dead letters on one shared
+//! channel with publisher confirms. When the connection breaks, the first trigger to notice
+//! connects again and the others open their channels on the new one.
 
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::LongString;
 use lapin::{Channel, Connection, ConnectionProperties};
 
@@ -12,6 +13,8 @@ use super::config::redact_url;
 pub(crate) struct SharedConnection {
     url: String,
     current: tokio::sync::Mutex<Option<Connection>>,
+    /// The channel every trigger publishes on (confirms on), once opened.
+    publisher: tokio::sync::Mutex<Option<Channel>>,
 }
 
 impl SharedConnection {
@@ -19,6 +22,7 @@ impl SharedConnection {
         SharedConnection {
             url,
             current: tokio::sync::Mutex::new(None),
+            publisher: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -50,8 +54,26 @@ impl SharedConnection {
         Ok(channel)
     }
 
+    /// The shared publishing channel, opened (again) if it is not up.
+    pub(crate) async fn publisher(&self) -> Result<Channel, String> {
+        let mut publisher = self.publisher.lock().await;
+        if let Some(channel) = publisher.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("enabling publisher confirms: {e}"))?;
+        *publisher = Some(channel.clone());
+        Ok(channel)
+    }
+
     /// Closes the connection (when the last trigger using it has stopped).
     pub(crate) async fn close(&self) {
+        self.publisher.lock().await.take();
         if let Some(connection) = self.current.lock().await.take() {
             let _ = connection.close(200, "wafer closing".into()).await;
         }

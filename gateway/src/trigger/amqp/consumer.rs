@@ -8,8 +8,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Consumer};
@@ -52,7 +51,7 @@ pub(super) async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     ctx.metrics.connected.set(0);
 }
 
-/// One pair of channels' life. Returns Ok when stopped gracefully, Err when the broker went
+/// One consuming channel's life. Returns Ok when stopped gracefully, Err when the broker went
 /// away.
 async fn session(
     ctx: &Arc<Context>,
@@ -60,18 +59,12 @@ async fn session(
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let channel = ctx.connection.channel().await?;
-    let publish = match ctx.connection.channel().await {
-        Ok(publish) => publish,
-        Err(e) => {
-            let _ = channel.close(200, "wafer consumer closing".into()).await;
-            return Err(e);
-        }
+    let result = match ctx.connection.publisher().await {
+        Ok(publish) => consume(ctx, &channel, &publish, stop, backoff).await,
+        Err(e) => Err(e),
     };
-    let result = consume(ctx, &channel, &publish, stop, backoff).await;
     // Closing the consuming channel returns its unsettled deliveries to the queue.
-    for channel in [&channel, &publish] {
-        let _ = channel.close(200, "wafer consumer closing".into()).await;
-    }
+    let _ = channel.close(200, "wafer consumer closing".into()).await;
     result
 }
 
@@ -82,10 +75,6 @@ async fn consume(
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| format!("enabling publisher confirms: {e}"))?;
     declare(channel, ctx).await?;
     channel
         .basic_qos(ctx.trigger.prefetch, BasicQosOptions::default())
