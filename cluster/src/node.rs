@@ -2,19 +2,21 @@
 //! following the desired state in PostgreSQL.
 //!
 //! - **Following the store.** On every change notification, and every few seconds regardless,
-//!   the node compares the records with what it runs: it installs new versions (fetching the
-//!   component bytes from the database when its own cache lacks them, compiling once, keeping
-//!   the artifact in its data directory), removes deleted functions, starts and stops their
-//!   queue consumers, and reports each version ready (or why not) for the deploying gateway.
+//!   the node compares the records with what it runs: it installs every version traffic or a
+//!   tag points at (fetching the component bytes from the database when its own cache lacks
+//!   them, compiling once, keeping the artifact in its data directory), retires versions no
+//!   longer served a few seconds after they stop being served (gateways may still pick them
+//!   until they reload), removes deleted functions, keeps their queue consumers in step, and
+//!   reports each version ready (or why not) for the gateway that changed it.
 //! - **Membership.** It joins only once everything recorded is installed, so no gateway routes
 //!   a call here that it cannot serve, and then renews its lease every second.
 //! - **Draining.** On SIGTERM it leaves first (gateways stop routing here within moments),
 //!   serves what still arrives for a short grace, then stops taking calls and messages,
 //!   finishes those in flight, and settles every delivery before it exits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -29,8 +31,9 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use wafer_gateway::functions::deployment;
+use wafer_gateway::record::Version;
 use wafer_gateway::trigger::amqp::QueueTriggers;
-use wafer_gateway::{ApiError, Record, Store};
+use wafer_gateway::{ApiError, Store};
 use wafer_worker::{Backend, LogEvent, LogQuery, Worker};
 
 use crate::db::DbError;
@@ -42,6 +45,9 @@ use crate::wire;
 const RECONCILE: Duration = Duration::from_secs(5);
 /// How long an unreferenced component stays in the local cache.
 const CACHE_GRACE: Duration = Duration::from_secs(15 * 60);
+/// How long a version stays installed after the records stop serving it: longer than a gateway
+/// takes to reload the records, so that a call it routes by the old split still finds it.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 /// Settings of a worker process.
 #[derive(Clone, Debug)]
@@ -76,8 +82,18 @@ pub struct Node {
     config: NodeConfig,
     registry: prometheus::Registry,
     lease: tokio::sync::Mutex<Option<Lease>>,
-    /// What this worker serves: function -> version.
-    installed: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// What this worker serves.
+    installed: tokio::sync::Mutex<HashMap<String, Installed>>,
+}
+
+/// One function as this worker serves it.
+#[derive(Clone, Debug, Default)]
+struct Installed {
+    versions: BTreeSet<u64>,
+    /// The record revision its queue consumers follow.
+    synced: u64,
+    /// Versions the records no longer serve, and since when.
+    unserved: HashMap<u64, Instant>,
 }
 
 impl Node {
@@ -113,8 +129,10 @@ impl Node {
         *node.lease.lock().await = Some(lease);
         // What was installed before joining is reported now (reports need a membership).
         let installed = node.installed.lock().await.clone();
-        for (name, version) in installed {
-            node.report(&name, version, Ok(())).await;
+        for (name, function) in installed {
+            for version in function.versions {
+                node.report(&name, version, Ok(())).await;
+            }
         }
         tokio::spawn(follow(Arc::downgrade(&node)));
         tracing::info!(worker = %node.member.id, url = %node.member.url, "joined the cluster");
@@ -138,25 +156,66 @@ impl Node {
         }
     }
 
-    /// Makes what this worker runs match the records.
-    async fn reconcile(&self) -> Result<(), ApiError> {
+    /// Makes what this worker runs match the records; returns whether versions wait to be
+    /// retired (so that the next look comes soon).
+    async fn reconcile(&self) -> Result<bool, ApiError> {
         let records = self.store.load().await?;
         let mut installed = self.installed.lock().await;
         for record in &records {
-            if installed.get(&record.name) == Some(&record.version) {
-                continue;
-            }
-            let outcome = self.install(record).await;
-            match &outcome {
-                Ok(()) => {
-                    installed.insert(record.name.clone(), record.version);
-                    tracing::info!(function = %record.name, version = record.version, "installed");
+            let function = installed.entry(record.name.clone()).or_default();
+            let served = record.served();
+            for &v in served.difference(&function.versions.clone()) {
+                let Some(version) = record.version(v) else {
+                    continue;
+                };
+                let outcome = self.install(&record.name, version).await;
+                match &outcome {
+                    Ok(()) => {
+                        function.versions.insert(v);
+                        tracing::info!(function = %record.name, version = v, "installed");
+                    }
+                    Err(why) => {
+                        tracing::warn!(function = %record.name, version = v, error = %why, "could not install")
+                    }
                 }
-                Err(why) => {
-                    tracing::warn!(function = %record.name, version = record.version, error = %why, "could not install")
+                self.report(&record.name, v, outcome).await;
+            }
+            function.unserved.retain(|v, _| !served.contains(v));
+            let now = Instant::now();
+            for &v in function.versions.difference(&served) {
+                function.unserved.entry(v).or_insert(now);
+            }
+            let due: Vec<u64> = function
+                .unserved
+                .iter()
+                .filter(|&(_, since)| since.elapsed() >= RETIRE_GRACE)
+                .map(|(&v, _)| v)
+                .collect();
+            for v in due {
+                self.worker.retire(&record.name, v).await;
+                function.versions.remove(&v);
+                function.unserved.remove(&v);
+                let _ = self
+                    .store
+                    .forget(&self.member.id, &record.name, Some(v))
+                    .await;
+                tracing::info!(function = %record.name, version = v, "retired");
+            }
+            if function.synced != record.revision
+                && function.versions.contains(&record.primary().number)
+            {
+                match record.primary().manifest.validate(&record.name) {
+                    Ok(spec) => {
+                        self.triggers
+                            .sync(&record.name, record.target(), record.route(), &spec.queues)
+                            .await;
+                        function.synced = record.revision;
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %record.name, error = %e, "queue triggers not updated")
+                    }
                 }
             }
-            self.report(&record.name, record.version, outcome).await;
         }
         let wanted: HashSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
         let gone: Vec<String> = installed
@@ -169,42 +228,41 @@ impl Node {
             self.triggers.stop(&name).await;
             self.worker.remove(&name).await;
             installed.remove(&name);
-            let _ = self.store.forget(&self.member.id, &name).await;
+            let _ = self.store.forget(&self.member.id, &name, None).await;
             tracing::info!(function = %name, "removed");
         }
+        // Retiring needs another look once the grace is over, change or not.
+        let retiring = installed.values().any(|f| !f.unserved.is_empty());
         drop(installed);
-        let live = records.iter().map(|r| r.digest.clone()).collect();
+        let live = records
+            .iter()
+            .flat_map(|r| r.digests().map(str::to_string))
+            .collect();
         if let Err(e) = self.worker.retain(live, CACHE_GRACE).await {
             tracing::debug!(error = %e, "could not clean the component cache");
         }
-        Ok(())
+        Ok(retiring)
     }
 
-    /// Installs one record's version: its component from the local cache or the database.
-    async fn install(&self, record: &Record) -> Result<(), String> {
-        let spec = record
-            .manifest
-            .validate(&record.name)
-            .map_err(|e| e.to_string())?;
-        if !self.worker.is_stored(&record.digest) {
+    /// Installs one version: its component from the local cache or the database.
+    async fn install(&self, name: &str, version: &Version) -> Result<(), String> {
+        let deployment = deployment(name, version).map_err(|e| e.to_string())?;
+        if !self.worker.is_stored(&version.digest) {
             let bytes = self
                 .store
-                .component(&record.digest)
+                .component(&version.digest)
                 .await
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("component {} is not in the database", record.digest))?;
+                .ok_or_else(|| format!("component {} is not in the database", version.digest))?;
             self.worker
                 .prepare(Bytes::from(bytes))
                 .await
                 .map_err(|e| e.to_string())?;
         }
         self.worker
-            .install(deployment(&spec, record))
+            .install(deployment)
             .await
             .map_err(|e| e.to_string())?;
-        self.triggers
-            .sync(&record.name, record.version, &record.route, &spec.queues)
-            .await;
         Ok(())
     }
 
@@ -232,8 +290,9 @@ async fn follow(node: std::sync::Weak<Node>) {
     let Some(mut changes) = node.upgrade().map(|n| n.store.changes()) else {
         return;
     };
+    let mut wait = RECONCILE;
     loop {
-        let _ = tokio::time::timeout(RECONCILE, changes.changed()).await;
+        let _ = tokio::time::timeout(wait, changes.changed()).await;
         let Some(node) = node.upgrade() else {
             return;
         };
@@ -241,9 +300,14 @@ async fn follow(node: std::sync::Weak<Node>) {
             // Draining: nothing new is installed.
             continue;
         }
-        if let Err(e) = node.reconcile().await {
-            tracing::warn!(error = %e, "could not follow the cluster's functions");
-        }
+        wait = match node.reconcile().await {
+            Ok(true) => RETIRE_GRACE / 4,
+            Ok(false) => RECONCILE,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not follow the cluster's functions");
+                RECONCILE
+            }
+        };
     }
 }
 
@@ -303,11 +367,16 @@ async fn invoke(State(node): State<Arc<Node>>, request: Request) -> Response {
         .headers
         .remove(wire::URI)
         .and_then(|v| v.to_str().ok().and_then(|u| u.parse().ok()));
+    let version = parts
+        .headers
+        .remove(wire::VERSION)
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
     parts.headers.remove(wire::TOKEN);
-    let (Some(function), Some(uri)) = (function, uri) else {
+    let (Some(function), Some(version), Some(uri)) = (function, version, uri) else {
         return ApiError::BadRequest(format!(
-            "a call needs the `{}` and `{}` headers",
+            "a call needs the `{}`, `{}` and `{}` headers",
             wire::FUNCTION,
+            wire::VERSION,
             wire::URI
         ))
         .into_response();
@@ -316,7 +385,11 @@ async fn invoke(State(node): State<Arc<Node>>, request: Request) -> Response {
     let body = body.map_err(Into::into).boxed_unsync();
     match node
         .worker
-        .invoke(&function, wafer_worker::Request::from_parts(parts, body))
+        .invoke(
+            &function,
+            version,
+            wafer_worker::Request::from_parts(parts, body),
+        )
         .await
     {
         Ok(response) => {

@@ -167,7 +167,7 @@ impl Inner {
         let limits = records
             .iter()
             .filter_map(|r| {
-                let spec = r.manifest.validate(&r.name).ok()?;
+                let spec = r.primary().manifest.validate(&r.name).ok()?;
                 Some((r.name.clone(), spec.config.limits))
             })
             .collect();
@@ -201,7 +201,12 @@ impl Inner {
             .clone()
     }
 
-    async fn invoke(&self, function: String, request: Request) -> Result<Response, InvokeError> {
+    async fn invoke(
+        &self,
+        function: String,
+        version: u64,
+        request: Request,
+    ) -> Result<Response, InvokeError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(InvokeError::ShuttingDown);
         }
@@ -250,7 +255,7 @@ impl Inner {
                 Running::enter(counter)
             };
             let Some(body) = payload.take() else { break };
-            let request = self.to_worker(&function, &parts, body);
+            let request = self.to_worker(&function, version, &parts, body);
             let deadline = limits.timeout + HOP_MARGIN;
             let sent =
                 tokio::time::timeout(deadline, self.connections.send(addr(&member.url), request))
@@ -283,6 +288,8 @@ impl Inner {
                     InvokeError::Overloaded { .. }
                         | InvokeError::ShuttingDown
                         | InvokeError::NoCapacity { .. }
+                        // Not installed there yet (or retired already): another may have it.
+                        | InvokeError::NoVersion { .. }
                 );
                 if spill && i + 1 < attempts {
                     refused = Some(error);
@@ -307,7 +314,13 @@ impl Inner {
     }
 
     /// The call as the worker API takes it.
-    fn to_worker(&self, function: &str, parts: &http::request::Parts, body: Body) -> Request {
+    fn to_worker(
+        &self,
+        function: &str,
+        version: u64,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Request {
         let mut request = http::Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = http::Uri::from_static(wire::INVOKE);
@@ -316,6 +329,7 @@ impl Inner {
         if let Ok(name) = HeaderValue::from_str(function) {
             headers.insert(wire::FUNCTION, name);
         }
+        headers.insert(wire::VERSION, HeaderValue::from(version));
         let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Ok(uri) = HeaderValue::from_str(uri) {
             headers.insert(wire::URI, uri);
@@ -693,10 +707,11 @@ impl Backend for RemoteBackend {
     fn invoke(
         &self,
         function: &str,
+        version: u64,
         request: Request,
     ) -> BoxFuture<'static, Result<Response, InvokeError>> {
         let (inner, function) = (self.inner.clone(), function.to_string());
-        Box::pin(async move { inner.invoke(function, request).await })
+        Box::pin(async move { inner.invoke(function, version, request).await })
     }
 
     fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>> {
@@ -710,6 +725,11 @@ impl Backend for RemoteBackend {
     ) -> BoxFuture<'static, Result<Installed, DeployError>> {
         let inner = self.inner.clone();
         Box::pin(async move { inner.install(deployment).await })
+    }
+
+    /// Workers follow the store: once the record stops serving a version, they retire it.
+    fn retire(&self, _function: &str, _version: u64) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
     }
 
     /// Workers follow the store: once the record is gone, they stop serving it.

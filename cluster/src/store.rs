@@ -1,9 +1,10 @@
-//! The cluster's desired state in PostgreSQL: function records (the gateway's [`Store`]),
-//! component bytes by digest, and which workers serve which version. A deploy is one
+//! The cluster's desired state in PostgreSQL: function records (the gateway's [`Store`]: a row
+//! per function with its traffic and tags, a row per kept version), component bytes by digest,
+//! and which workers serve which versions. A deploy is one
 //! transaction; every change is announced on [`FUNCTIONS_CHANNEL`], and readers also reload on
 //! a timer, so a missed notification heals by itself.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use wafer_gateway::manifest::Manifest;
+use wafer_gateway::record::{Traffic, Version};
 use wafer_gateway::{ApiError, Record, Store};
 
 use crate::db::{DbError, FUNCTIONS_CHANNEL, READY_CHANNEL};
@@ -94,7 +96,7 @@ impl PgStore {
             "DELETE FROM components c
              WHERE c.stored_at < now() - make_interval(secs => $2)
                AND NOT (c.digest = ANY($1))
-               AND NOT EXISTS (SELECT 1 FROM functions f WHERE f.digest = c.digest)",
+               AND NOT EXISTS (SELECT 1 FROM function_versions v WHERE v.digest = c.digest)",
         )
         .bind(&live)
         .bind(grace.as_secs_f64())
@@ -114,7 +116,7 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO worker_functions (worker_id, name, version, ready, error, updated_at)
              VALUES ($1, $2, $3, $4, $5, now())
-             ON CONFLICT (worker_id, name) DO UPDATE SET version = EXCLUDED.version,
+             ON CONFLICT (worker_id, name, version) DO UPDATE SET
                  ready = EXCLUDED.ready, error = EXCLUDED.error, updated_at = now()",
         )
         .bind(worker)
@@ -132,24 +134,35 @@ impl PgStore {
         Ok(())
     }
 
-    /// Forgets what `worker` said about `name` (it no longer serves it).
-    pub async fn forget(&self, worker: &str, name: &str) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM worker_functions WHERE worker_id = $1 AND name = $2")
-            .bind(worker)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    /// Forgets what `worker` said about `name` (it no longer serves it), or about one version.
+    pub async fn forget(
+        &self,
+        worker: &str,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "DELETE FROM worker_functions WHERE worker_id = $1 AND name = $2
+             AND ($3::bigint IS NULL OR version = $3)",
+        )
+        .bind(worker)
+        .bind(name)
+        .bind(version.map(|v| v as i64))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Which live workers serve `name` at `version` or later, which do not yet, and which failed.
+    /// Which live workers serve `name` at `version`, which do not yet, and which failed.
     pub async fn readiness(&self, name: &str, version: u64) -> Result<Readiness, DbError> {
         let rows = sqlx::query(
             "SELECT w.id, f.version, f.ready, f.error FROM workers w
-             LEFT JOIN worker_functions f ON f.worker_id = w.id AND f.name = $1
+             LEFT JOIN worker_functions f
+                 ON f.worker_id = w.id AND f.name = $1 AND f.version = $2
              WHERE w.lease_until > now() ORDER BY w.id",
         )
         .bind(name)
+        .bind(version as i64)
         .fetch_all(&self.pool)
         .await?;
         let mut readiness = Readiness::default();
@@ -159,7 +172,7 @@ impl PgStore {
             let ready: Option<bool> = row.get("ready");
             let error: Option<String> = row.get("error");
             match (at, ready) {
-                (Some(at), Some(true)) if at as u64 >= version => {}
+                (Some(at), Some(true)) if at as u64 == version => {}
                 (Some(at), Some(false)) if at as u64 == version => {
                     readiness.failed.push((id, error.unwrap_or_default()));
                 }
@@ -178,39 +191,76 @@ impl PgStore {
             .map(drop)
     }
 
+    /// Writes `record` over what is stored: the function's row, then its versions (new ones
+    /// inserted, collected ones deleted; a version never changes once written).
     async fn upsert(tx: &mut sqlx::PgTransaction<'_>, record: &Record) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO functions (name, version, digest, route, manifest, deployed_at_ms)
+            "INSERT INTO functions (name, route, traffic, tags, next_version, revision)
              VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,
-                 digest = EXCLUDED.digest, route = EXCLUDED.route,
-                 manifest = EXCLUDED.manifest, deployed_at_ms = EXCLUDED.deployed_at_ms",
+             ON CONFLICT (name) DO UPDATE SET route = EXCLUDED.route,
+                 traffic = EXCLUDED.traffic, tags = EXCLUDED.tags,
+                 next_version = EXCLUDED.next_version, revision = EXCLUDED.revision",
         )
         .bind(&record.name)
-        .bind(record.version as i64)
-        .bind(&record.digest)
-        .bind(&record.route)
-        .bind(Json(&record.manifest))
-        .bind(record.deployed_at_ms as i64)
+        .bind(record.route())
+        .bind(Json(&record.traffic))
+        .bind(Json(&record.tags))
+        .bind(record.next_version as i64)
+        .bind(record.revision as i64)
         .execute(&mut **tx)
-        .await
-        .map(drop)
+        .await?;
+        let kept: Vec<i64> = record.versions.iter().map(|v| v.number as i64).collect();
+        sqlx::query("DELETE FROM function_versions WHERE name = $1 AND NOT (number = ANY($2))")
+            .bind(&record.name)
+            .bind(&kept)
+            .execute(&mut **tx)
+            .await?;
+        let stored: HashSet<i64> =
+            sqlx::query_scalar("SELECT number FROM function_versions WHERE name = $1")
+                .bind(&record.name)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .collect();
+        for version in record
+            .versions
+            .iter()
+            .filter(|v| !stored.contains(&(v.number as i64)))
+        {
+            sqlx::query(
+                "INSERT INTO function_versions
+                     (name, number, digest, route, manifest, deployed_at_ms, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&record.name)
+            .bind(version.number as i64)
+            .bind(&version.digest)
+            .bind(&version.route)
+            .bind(Json(&version.manifest))
+            .bind(version.deployed_at_ms as i64)
+            .bind(&version.message)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn commit_record(&self, record: &Record) -> Result<(), ApiError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let current: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM functions WHERE name = $1 FOR UPDATE")
+            sqlx::query_scalar("SELECT revision FROM functions WHERE name = $1 FOR UPDATE")
                 .bind(&record.name)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-        let expected = record.version.saturating_sub(1);
-        if current.unwrap_or(0) as u64 != expected {
+        let in_turn = match current {
+            None => record.revision == 1,
+            Some(stored) => stored as u64 + 1 == record.revision,
+        };
+        if !in_turn {
             return Err(ApiError::Conflict(format!(
-                "function `{}` was deployed elsewhere meanwhile (now version {}); deploy again",
-                record.name,
-                current.unwrap_or(0)
+                "function `{}` was changed elsewhere meanwhile; try again",
+                record.name
             )));
         }
         if let Err(e) = Self::upsert(&mut tx, record).await {
@@ -233,14 +283,14 @@ impl PgStore {
         if constraint.contains("route") {
             let owner: Option<String> =
                 sqlx::query_scalar("SELECT name FROM functions WHERE route = $1")
-                    .bind(&record.route)
+                    .bind(record.route())
                     .fetch_optional(&self.pool)
                     .await
                     .ok()
                     .flatten();
             return ApiError::Conflict(format!(
                 "route {} already belongs to function `{}`",
-                record.route,
+                record.route(),
                 owner.unwrap_or_else(|| "another function".into())
             ));
         }
@@ -262,26 +312,57 @@ fn unavailable(error: sqlx::Error) -> ApiError {
 impl Store for PgStore {
     fn load(&self) -> BoxFuture<'_, Result<Vec<Record>, ApiError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT name, version, digest, route, manifest, deployed_at_ms FROM functions ORDER BY name",
+            // One snapshot of both tables.
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let functions = sqlx::query(
+                "SELECT name, traffic, tags, next_version, revision FROM functions ORDER BY name",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
-            Ok(rows
-                .into_iter()
-                .map(|row| {
-                    let Json(manifest): Json<Manifest> = row.get("manifest");
-                    Record {
-                        name: row.get("name"),
-                        version: row.get::<i64, _>("version") as u64,
-                        digest: row.get("digest"),
-                        route: row.get("route"),
-                        deployed_at_ms: row.get::<i64, _>("deployed_at_ms") as u64,
-                        manifest,
-                    }
-                })
-                .collect())
+            let versions = sqlx::query(
+                "SELECT name, number, digest, route, manifest, deployed_at_ms, message
+                 FROM function_versions ORDER BY name, number",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            let mut by_name: HashMap<String, Vec<Version>> = HashMap::new();
+            for row in versions {
+                let Json(manifest): Json<Manifest> = row.get("manifest");
+                by_name.entry(row.get("name")).or_default().push(Version {
+                    number: row.get::<i64, _>("number") as u64,
+                    digest: row.get("digest"),
+                    route: row.get("route"),
+                    deployed_at_ms: row.get::<i64, _>("deployed_at_ms") as u64,
+                    message: row.get("message"),
+                    manifest,
+                });
+            }
+            let mut records = Vec::new();
+            for row in functions {
+                let name: String = row.get("name");
+                let Json(traffic): Json<Traffic> = row.get("traffic");
+                let Json(tags): Json<BTreeMap<String, u64>> = row.get("tags");
+                let Some(versions) = by_name.remove(&name) else {
+                    tracing::error!(function = %name, "skipping a function record with no versions");
+                    continue;
+                };
+                records.push(Record {
+                    name,
+                    versions,
+                    traffic,
+                    tags,
+                    next_version: row.get::<i64, _>("next_version") as u64,
+                    revision: row.get::<i64, _>("revision") as u64,
+                });
+            }
+            Ok(records)
         })
     }
 

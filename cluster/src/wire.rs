@@ -3,7 +3,7 @@
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | any | `/_wafer/worker/v1/invoke` | a call: `x-wafer-function` names the function, `x-wafer-uri` is the path and query it sees; method, other headers and body are the caller's |
+//! | any | `/_wafer/worker/v1/invoke` | a call: `x-wafer-function` names the function and `x-wafer-function-version` its version, `x-wafer-uri` is the path and query it sees; method, other headers and body are the caller's |
 //! | `POST` | `/_wafer/worker/v1/prepare` | validate and compile a component (the body); answers its digest |
 //! | `GET` | `/_wafer/worker/v1/functions/{name}` | the function's status on this worker |
 //! | `GET` | `/_wafer/worker/v1/functions/{name}/logs?tail=N&follow=true` | its log lines, as JSON lines of `LogEvent` |
@@ -23,6 +23,8 @@ pub fn function_path(name: &str) -> String {
 
 /// Which function a call is for.
 pub const FUNCTION: &str = "x-wafer-function";
+/// Which of its versions.
+pub const VERSION: &str = "x-wafer-function-version";
 /// The path and query the function sees.
 pub const URI: &str = "x-wafer-uri";
 /// The cluster's token, on every request to a worker.

@@ -4,8 +4,12 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/_wafer/v1/functions` | list functions |
-//! | PUT | `/_wafer/v1/functions/{name}` | create or replace: multipart `manifest` (JSON or TOML) + `component` |
+//! | PUT | `/_wafer/v1/functions/{name}` | deploy a version: multipart `manifest` (JSON or TOML) + `component`; `?traffic=false` (takes none yet), `&message=...`, `&tag=canary` |
 //! | GET | `/_wafer/v1/functions/{name}` | one function |
+//! | GET | `/_wafer/v1/functions/{name}/versions` | its kept versions, newest first |
+//! | PUT | `/_wafer/v1/functions/{name}/traffic` | split calls: `{"split": [{"version": "7", "weight": 90}, ...], "sticky_header": "x-user"}` |
+//! | POST | `/_wafer/v1/functions/{name}/rollback` | all traffic to the version before (or `{"to": "7"}`) |
+//! | PUT, DELETE | `/_wafer/v1/functions/{name}/tags/{tag}` | name a version (`{"version": "8"}`), or stop |
 //! | DELETE | `/_wafer/v1/functions/{name}` | delete it |
 //! | any | `/_wafer/v1/functions/{name}/invoke` | call it, bypassing routes; `x-wafer-path` sets the path it sees |
 //! | GET | `/_wafer/v1/functions/{name}/logs?tail=N&follow=true` | its output, as JSON lines |
@@ -21,14 +25,14 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post, put};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use wafer_worker::{FunctionStatus, LogEvent, LogQuery};
 
 use crate::error::ApiError;
-use crate::functions::Record;
+use crate::functions::{Changed, DeployOptions, Record, Version};
 use crate::manifest::{Manifest, validate_name};
 use crate::state::Gateway;
 use crate::trigger;
@@ -44,6 +48,13 @@ pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
                 .put(deploy)
                 .delete(delete)
                 .layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/_wafer/v1/functions/{name}/versions", get(versions))
+        .route("/_wafer/v1/functions/{name}/traffic", put(traffic))
+        .route("/_wafer/v1/functions/{name}/rollback", post(rollback))
+        .route(
+            "/_wafer/v1/functions/{name}/tags/{tag}",
+            put(tag).delete(untag),
         )
         .route("/_wafer/v1/functions/{name}/invoke", any(invoke))
         .route("/_wafer/v1/functions/{name}/logs", get(logs))
@@ -116,39 +127,102 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-/// A function as the API shows it.
+/// A function as the API shows it: its primary version (the one carrying the most traffic),
+/// how calls split, and the worker's view.
 #[derive(Serialize)]
 pub struct FunctionInfo {
     pub name: String,
+    /// The primary version.
+    pub version: u64,
+    /// The newest version (above `version` after a rollback or a `--no-traffic` deploy).
+    pub latest: u64,
+    pub digest: String,
+    pub route: String,
+    /// RFC 3339, of the primary version.
+    pub deployed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub manifest: Manifest,
+    pub traffic: Vec<Share>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    pub tags: std::collections::BTreeMap<String, u64>,
+    /// Versions kept.
+    pub versions_kept: usize,
+    /// The worker's view; absent if the function is recorded but could not be loaded.
+    pub status: Option<FunctionStatus>,
+}
+
+/// One version's part of the split.
+#[derive(Serialize)]
+pub struct Share {
+    pub version: u64,
+    pub weight: u32,
+    pub percent: f64,
+}
+
+/// One kept version.
+#[derive(Serialize)]
+pub struct VersionInfo {
     pub version: u64,
     pub digest: String,
     pub route: String,
     /// RFC 3339.
     pub deployed_at: String,
-    pub manifest: Manifest,
-    /// The worker's view; absent if the function is recorded but could not be loaded.
-    pub status: Option<FunctionStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+    /// Percent of calls it takes.
+    pub traffic: f64,
 }
 
-async fn info(gateway: &Gateway, mut record: Record) -> FunctionInfo {
-    let deployed_at = UNIX_EPOCH + Duration::from_millis(record.deployed_at_ms);
-    // Secret values and broker passwords stay on the server.
-    for value in record.manifest.secrets.values_mut() {
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn shares(record: &Record) -> Vec<Share> {
+    record
+        .traffic
+        .split
+        .iter()
+        .map(|&(version, weight)| Share {
+            version,
+            weight,
+            percent: record.share(version),
+        })
+        .collect()
+}
+
+/// A manifest as shown: secret values and broker passwords stay on the server.
+fn redacted(version: &Version) -> Manifest {
+    let mut manifest = version.manifest.clone();
+    for value in manifest.secrets.values_mut() {
         *value = "***".to_string();
     }
-    for queue in &mut record.manifest.queue {
+    for queue in &mut manifest.queue {
         if let Some(url) = &queue.url {
             queue.url = Some(redact_url(url));
         }
     }
+    manifest
+}
+
+async fn info(gateway: &Gateway, record: Record) -> FunctionInfo {
+    let primary = record.primary();
     FunctionInfo {
         status: gateway.backend().status(&record.name).await,
-        deployed_at: humantime::format_rfc3339_millis(deployed_at).to_string(),
+        version: primary.number,
+        latest: record.latest().number,
+        digest: primary.digest.clone(),
+        route: primary.route.clone(),
+        deployed_at: rfc3339(primary.deployed_at_ms),
+        message: primary.message.clone(),
+        manifest: redacted(primary),
+        traffic: shares(&record),
+        sticky_header: record.traffic.sticky_header.clone(),
+        tags: record.tags.clone(),
+        versions_kept: record.versions.len(),
         name: record.name,
-        version: record.version,
-        digest: record.digest,
-        route: record.route,
-        manifest: record.manifest,
     }
 }
 
@@ -172,9 +246,19 @@ async fn show(
     Ok(Json(info(&gateway, record).await))
 }
 
+#[derive(Deserialize)]
+struct DeployQuery {
+    /// `false`: the new version takes no traffic yet.
+    traffic: Option<bool>,
+    message: Option<String>,
+    /// A tag for the new version.
+    tag: Option<String>,
+}
+
 async fn deploy(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    Query(query): Query<DeployQuery>,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -221,9 +305,18 @@ async fn deploy(
     }
     let component = component
         .ok_or_else(|| ApiError::BadRequest("missing multipart field `component`".into()))?;
+    if query.message.as_ref().is_some_and(|m| m.len() > 1000) {
+        return Err(ApiError::BadRequest("message: at most 1000 bytes".into()));
+    }
+    let options = DeployOptions {
+        takes_traffic: query.traffic.unwrap_or(true),
+        message: query.message,
+        tag: query.tag,
+        reuse_unchanged: false,
+    };
     let deployed = gateway
         .functions
-        .deploy(&name, manifest.unwrap_or_default(), component)
+        .deploy(&name, manifest.unwrap_or_default(), component, options)
         .await?;
     let status = if deployed.created {
         StatusCode::CREATED
@@ -231,10 +324,170 @@ async fn deploy(
         StatusCode::OK
     };
     let mut body = serde_json::to_value(info(&gateway, deployed.record).await).unwrap_or_default();
+    body["deployed_version"] = deployed.version.into();
     if !deployed.slow_workers.is_empty() {
         body["slow_workers"] = deployed.slow_workers.into();
     }
     Ok((status, Json(body)).into_response())
+}
+
+async fn versions(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let record = known(&gateway, &name)?;
+    let versions: Vec<VersionInfo> = record
+        .versions
+        .iter()
+        .rev()
+        .map(|v| VersionInfo {
+            version: v.number,
+            digest: v.digest.clone(),
+            route: v.route.clone(),
+            deployed_at: rfc3339(v.deployed_at_ms),
+            message: v.message.clone(),
+            tags: record.tags_of(v.number),
+            traffic: record.share(v.number),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "function": name,
+        "sticky_header": record.traffic.sticky_header,
+        "versions": versions,
+    })))
+}
+
+/// The answer to a change: the function as it is now, and the split it had before.
+async fn changed(gateway: &Gateway, before: Record, changed: Changed) -> Json<serde_json::Value> {
+    let mut body = serde_json::to_value(info(gateway, changed.record).await).unwrap_or_default();
+    body["previous_traffic"] = serde_json::to_value(shares(&before)).unwrap_or_default();
+    body["changed_version"] = changed.version.into();
+    if !changed.slow_workers.is_empty() {
+        body["slow_workers"] = changed.slow_workers.into();
+    }
+    Json(body)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficBody {
+    split: Vec<SplitEntry>,
+    /// A header name keeps callers on one version; `""` stops that; absent leaves it as is.
+    sticky_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitEntry {
+    /// A number, a tag or `latest` (a JSON number works too).
+    version: serde_json::Value,
+    weight: u32,
+}
+
+/// A selector as sent: `"7"`, `7`, `"canary"`, `"latest"`.
+fn selector(value: &serde_json::Value) -> Result<String, ApiError> {
+    match value {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(ApiError::BadRequest(format!(
+            "a version is a number, a tag or `latest`, not {other}"
+        ))),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}
+
+async fn traffic(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: TrafficBody = json_body(&body)?;
+    let split = body
+        .split
+        .iter()
+        .map(|e| Ok((selector(&e.version)?, e.weight)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let sticky = body
+        .sticky_header
+        .map(|h| Some(h).filter(|h| !h.is_empty()));
+    let before = known(&gateway, &name)?;
+    let done = gateway
+        .functions
+        .change(&name, |record| {
+            record.set_traffic(&split, sticky)?;
+            Ok(record.primary().number)
+        })
+        .await?;
+    tracing::info!(function = %name, split = ?done.record.traffic.split, "traffic split");
+    Ok(changed(&gateway, before, done).await)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to: Option<serde_json::Value>,
+}
+
+async fn rollback(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: RollbackBody = json_body(&body)?;
+    let to = body.to.as_ref().map(selector).transpose()?;
+    let before = known(&gateway, &name)?;
+    let done = gateway
+        .functions
+        .change(&name, |record| record.rollback(to.as_deref()))
+        .await?;
+    tracing::info!(function = %name, version = done.version, "rolled back");
+    Ok(changed(&gateway, before, done).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagBody {
+    version: serde_json::Value,
+}
+
+async fn tag(
+    State(gateway): State<Arc<Gateway>>,
+    Path((name, tag)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: TagBody = json_body(&body)?;
+    let version = selector(&body.version)?;
+    let before = known(&gateway, &name)?;
+    let done = gateway
+        .functions
+        .change(&name, |record| {
+            Ok(record.tag(&tag, Some(&version))?.unwrap_or_default())
+        })
+        .await?;
+    Ok(changed(&gateway, before, done).await)
+}
+
+async fn untag(
+    State(gateway): State<Arc<Gateway>>,
+    Path((name, tag)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let before = known(&gateway, &name)?;
+    let done = gateway
+        .functions
+        .change(&name, |record| {
+            record.tag(&tag, None)?;
+            Ok(record.primary().number)
+        })
+        .await?;
+    Ok(changed(&gateway, before, done).await)
 }
 
 fn upload_error(e: MultipartError) -> ApiError {
@@ -274,7 +527,7 @@ async fn invoke(
         .headers
         .remove("x-wafer-path")
         .and_then(|v| v.to_str().ok().map(str::to_string))
-        .unwrap_or(record.route);
+        .unwrap_or_else(|| record.route().to_string());
     if !path.starts_with('/') {
         return Err(ApiError::BadRequest(format!(
             "x-wafer-path: `{path}` must start with '/'"
@@ -287,7 +540,9 @@ async fn invoke(
     parts.headers.remove(header::AUTHORIZATION);
     let request = Request::from_parts(parts, body);
     let backend = gateway.backend().as_ref();
-    Ok(trigger::http::call(backend, gateway.config.max_request_body, &name, request).await)
+    let target = record.target();
+    let max_body = gateway.config.max_request_body;
+    Ok(trigger::http::call(backend, max_body, &name, &target, request).await)
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A call pinned (`x-wafer-version`) to a version that is neither tagged nor takes traffic.
+    #[error("{0}")]
+    NoVersion(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -52,6 +55,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoVersion(_) => (StatusCode::NOT_FOUND, "no_version"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -63,6 +67,7 @@ impl ApiError {
                     InvokeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
                     InvokeError::NoCapacity { .. }
                     | InvokeError::ShuttingDown
+                    | InvokeError::NoVersion { .. }
                     | InvokeError::NoWorkers { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                     InvokeError::MemoryLimit { .. }
@@ -128,6 +133,7 @@ impl IntoResponse for ApiError {
             ApiError::Invoke(
                 InvokeError::NoCapacity { .. }
                 | InvokeError::ShuttingDown
+                | InvokeError::NoVersion { .. }
                 | InvokeError::NoWorkers { .. },
             )
             | ApiError::Unavailable(_)

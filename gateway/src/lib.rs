@@ -14,11 +14,12 @@
 //! - [`functions`]: deployed functions, deploys and deletes, the route table;
 //! - [`store`]: where records live and the commit point ([`store::DiskStore`]: the data
 //!   directory; a cluster's is in PostgreSQL);
+//! - [`record`]: a function's versions, traffic split and tags, and the rules for changing them;
 //! - [`manifest`]: `wafer.toml` parsing and validation into the worker's types;
 //! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
 //!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules);
 //! - [`error`]: errors and their HTTP statuses, in one place;
-//! - [`router`]: path -> function, longest prefix, lock-free;
+//! - [`router`]: path -> function, longest prefix, lock-free, and which version takes a call;
 //! - [`units`]: sizes and durations as written.
 //!
 //! The crate root only declares and re-exports (checked by `cli/tests/module_graph.rs`).
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod error;
 pub mod functions;
 pub mod manifest;
+pub mod record;
 pub mod router;
 pub mod server;
 pub mod state;
@@ -37,6 +39,7 @@ pub mod units;
 pub use error::{ApiError, OpenError};
 pub use functions::Functions;
 pub use manifest::Manifest;
+pub use record::Record;
 pub use server::serve;
 pub use state::{ConnectionLimits, Gateway, GatewayConfig};
-pub use store::{DiskStore, Record, Store};
+pub use store::{DiskStore, Store};

@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     pub default_amqp_url: String,
     /// What each client may hold open.
     pub connections: ConnectionLimits,
+    /// Versions kept per function (older ones are collected unless traffic or a tag points at
+    /// them).
+    pub keep_versions: usize,
 }
 
 impl Default for GatewayConfig {
@@ -39,6 +42,7 @@ impl Default for GatewayConfig {
             max_request_body: 64 << 20,
             default_amqp_url: DEFAULT_AMQP_URL.to_string(),
             connections: ConnectionLimits::default(),
+            keep_versions: crate::record::DEFAULT_KEEP_VERSIONS,
         }
     }
 }
@@ -96,7 +100,7 @@ impl Gateway {
         triggers: Option<QueueTriggers>,
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, OpenError> {
-        let functions = Functions::open(store, backend, triggers).await?;
+        let functions = Functions::open(store, backend, triggers, config.keep_versions).await?;
         let gateway = Arc::new(Gateway {
             functions,
             config,

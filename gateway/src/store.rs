@@ -5,25 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use wafer_worker::disk;
 
 use crate::error::ApiError;
-use crate::manifest::Manifest;
-
-/// What is stored about one deployed function.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    pub name: String,
-    pub version: u64,
-    /// sha256 of the component bytes.
-    pub digest: String,
-    pub route: String,
-    pub deployed_at_ms: u64,
-    /// The manifest it was deployed with (server side: without `component` and `build`).
-    pub manifest: Manifest,
-}
+pub use crate::record::Record;
 
 /// The records of a deployment's functions.
 pub trait Store: Send + Sync + 'static {
@@ -31,9 +17,9 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> BoxFuture<'_, Result<Vec<Record>, ApiError>>;
 
     /// Makes `record` its function's current one, atomically: a reader sees the previous record
-    /// or this one, never a mix. Its `version` must be one more than the stored one (1 for a new
-    /// function); if another process committed in between, this is a conflict and nothing
-    /// changes. A route another function owns is a conflict too.
+    /// or this one, never a mix. Its `revision` must be one more than the stored one's (for a
+    /// new function, no record may be stored); if another process committed in between, this is
+    /// a conflict and nothing changes. A route another function owns is a conflict too.
     fn commit(&self, record: &Record) -> BoxFuture<'_, Result<(), ApiError>>;
 
     /// Puts a function back as it was before a commit whose install failed: `previous`, or no
@@ -52,8 +38,9 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> watch::Receiver<u64>;
 }
 
-/// Records as files, `<data>/functions/<name>.json`, each written atomically (so after a crash
-/// at any point a file names the old version or the new one). Only this process writes them.
+/// Records as files, `<data>/functions/<name>.json` (a function's whole history in one file),
+/// each written atomically (so after a crash at any point a file holds the old record or the
+/// new one). Only this process writes them.
 pub struct DiskStore {
     dir: PathBuf,
     /// Held open so that [`Store::changes`] never reports a change.

@@ -64,8 +64,12 @@ pub struct Deployment {
 /// What a worker says about one deployed function.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionStatus {
+    /// The newest version served.
     pub version: u64,
     pub digest: String,
+    /// Every version served, oldest first.
+    #[serde(default)]
+    pub versions: Vec<u64>,
     /// What the code exports: `wasi:http 0.2`, `wasi:http 0.3` or `wasi 0.1 command`.
     pub interface: String,
     /// Whether its compiled code is in memory (false: evicted after a long idle; the next call
@@ -149,22 +153,29 @@ pub type LogStream = BoxStream<'static, LogEvent>;
 /// before anything refers to it; `install` answers once new calls reach the new version;
 /// `logs` follows until the stream is dropped.
 pub trait Backend: Send + Sync + 'static {
-    /// Calls `function` with `request`. Resolves with the response head once the guest sets it;
-    /// the body streams on.
+    /// Calls `version` of `function` with `request`. Resolves with the response head once the
+    /// guest sets it; the body streams on.
     fn invoke(
         &self,
         function: &str,
+        version: u64,
         request: Request,
     ) -> BoxFuture<'static, Result<Response, InvokeError>>;
 
     /// Validates and compiles a component and stores it; returns its digest. Deploys nothing.
     fn prepare(&self, component: Bytes) -> BoxFuture<'static, Result<String, DeployError>>;
 
-    /// Starts serving a function version (replacing the running one, whose calls finish on it).
+    /// Starts serving a function version beside the function's other versions (replacing one
+    /// of the same number, whose running calls finish on it).
     fn install(&self, deployment: Deployment)
     -> BoxFuture<'static, Result<Installed, DeployError>>;
 
-    /// Stops serving a function and forgets its logs; resolves to whether it existed.
+    /// Stops serving one version of a function (calls running on it finish); resolves to
+    /// whether it was served. Its compiled code stays stored, so installing it again is quick.
+    fn retire(&self, function: &str, version: u64) -> BoxFuture<'static, bool>;
+
+    /// Stops serving every version of a function and forgets its logs; resolves to whether it
+    /// existed.
     fn remove(&self, function: &str) -> BoxFuture<'static, bool>;
 
     /// The function's state, if it is deployed here.

@@ -17,6 +17,11 @@ pub enum InvokeError {
     #[error("no function named `{0}` is deployed")]
     NotFound(String),
 
+    /// The function is deployed here but not at that version (it was retired, or is still being
+    /// installed).
+    #[error("function `{function}` has no version {version} here")]
+    NoVersion { function: String, version: u64 },
+
     /// Every instance the function may run is busy and its wait queue is full (or the wait
     /// outlasted the function's timeout). The caller should back off and retry.
     #[error(
@@ -77,6 +82,7 @@ impl InvokeError {
     /// Every [`InvokeError::kind`], for those that keep a series per kind.
     pub const KINDS: &[&str] = &[
         "not_found",
+        "no_version",
         "overloaded",
         "no_capacity",
         "timeout",
@@ -124,6 +130,7 @@ impl InvokeError {
     pub fn kind(&self) -> &'static str {
         match self {
             InvokeError::NotFound(_) => "not_found",
+            InvokeError::NoVersion { .. } => "no_version",
             InvokeError::Overloaded { .. } => "overloaded",
             InvokeError::NoCapacity { .. } => "no_capacity",
             InvokeError::Timeout { .. } => "timeout",
@@ -220,6 +227,10 @@ mod tests {
         let function = || "f".to_string();
         let every = [
             InvokeError::NotFound(function()),
+            InvokeError::NoVersion {
+                function: function(),
+                version: 1,
+            },
             InvokeError::Overloaded {
                 function: function(),
                 limit: 1,

@@ -200,7 +200,7 @@ impl Function {
 
     /// Records a call that succeeded.
     fn succeeded(&self, started: Instant) {
-        self.metrics.ok.inc();
+        self.metrics.succeeded();
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());

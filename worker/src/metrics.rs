@@ -11,6 +11,8 @@ use crate::error::InvokeError;
 #[derive(Clone)]
 pub(crate) struct Metrics {
     invocations: IntCounterVec,
+    /// The same calls by version, so that a canary's error rate can be set beside the stable one.
+    version_invocations: IntCounterVec,
     duration: HistogramVec,
     cold_starts: IntCounterVec,
     warm_starts: IntCounterVec,
@@ -46,6 +48,13 @@ impl Metrics {
                     "Function calls by outcome: ok, or the kind of error",
                 ),
                 &["function", "outcome"],
+            )?,
+            version_invocations: IntCounterVec::new(
+                Opts::new(
+                    "wafer_version_invocations_total",
+                    "Function calls by version and outcome: ok, or the kind of error",
+                ),
+                &["function", "version", "outcome"],
             )?,
             duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -124,6 +133,7 @@ impl Metrics {
             )?,
         };
         registry.register(Box::new(metrics.invocations.clone()))?;
+        registry.register(Box::new(metrics.version_invocations.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.cold_starts.clone()))?;
         registry.register(Box::new(metrics.warm_starts.clone()))?;
@@ -138,11 +148,18 @@ impl Metrics {
         Ok(metrics)
     }
 
-    pub(crate) fn function(&self, name: &str) -> FunctionMetrics {
+    /// The series of one version of `name` (most are the function's, shared by its versions).
+    pub(crate) fn function(&self, name: &str, version: u64) -> FunctionMetrics {
+        let version = version.to_string();
         FunctionMetrics {
             name: name.to_string(),
             invocations: self.invocations.clone(),
             ok: self.invocations.with_label_values(&[name, "ok"]),
+            version_ok: self
+                .version_invocations
+                .with_label_values(&[name, &version, "ok"]),
+            version_invocations: self.version_invocations.clone(),
+            version,
             duration: self.duration.with_label_values(&[name]),
             cold_starts: self.cold_starts.with_label_values(&[name]),
             warm_starts: self.warm_starts.with_label_values(&[name]),
@@ -155,6 +172,16 @@ impl Metrics {
             evictions: self.evictions.with_label_values(&[name]),
             code_evicted: self.code.with_label_values(&[name, "evicted"]),
             code_reloaded: self.code.with_label_values(&[name, "reloaded"]),
+        }
+    }
+
+    /// Drops a retired version's series.
+    pub(crate) fn remove_version(&self, name: &str, version: u64) {
+        let version = version.to_string();
+        for outcome in std::iter::once("ok").chain(InvokeError::KINDS.iter().copied()) {
+            let _ = self
+                .version_invocations
+                .remove_label_values(&[name, &version, outcome]);
         }
     }
 
@@ -182,8 +209,11 @@ impl Metrics {
 #[derive(Clone)]
 pub(crate) struct FunctionMetrics {
     name: String,
+    version: String,
     invocations: IntCounterVec,
+    version_invocations: IntCounterVec,
     pub(crate) ok: IntCounter,
+    version_ok: IntCounter,
     pub(crate) duration: Histogram,
     pub(crate) cold_starts: IntCounter,
     pub(crate) warm_starts: IntCounter,
@@ -199,9 +229,17 @@ pub(crate) struct FunctionMetrics {
 }
 
 impl FunctionMetrics {
+    pub(crate) fn succeeded(&self) {
+        self.ok.inc();
+        self.version_ok.inc();
+    }
+
     pub(crate) fn failed(&self, error: &InvokeError) {
         self.invocations
             .with_label_values(&[self.name.as_str(), error.kind()])
+            .inc();
+        self.version_invocations
+            .with_label_values(&[self.name.as_str(), &self.version, error.kind()])
             .inc();
     }
 }

@@ -499,7 +499,7 @@ mod tests {
     fn pool(limits: Limits) -> (Pool, FunctionMetrics) {
         let metrics = crate::metrics::Metrics::new(&prometheus::Registry::new())
             .unwrap()
-            .function("f");
+            .function("f", 1);
         let engine = wasmtime::Engine::default();
         let ticker = crate::engine::EpochTicker::start(&engine).unwrap();
         let pool = Pool::new(limits, metrics.clone(), ticker.demand(), false);

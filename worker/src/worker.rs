@@ -61,6 +61,9 @@ impl WorkerConfig {
     }
 }
 
+/// The versions of one function served here.
+type Versions = Arc<[Arc<Function>]>;
+
 /// The in-process worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -71,7 +74,8 @@ pub struct Worker {
 struct Inner {
     linkers: Linkers,
     components: Components,
-    functions: DashMap<Arc<str>, Arc<Function>>,
+    /// Each function's versions served here, oldest first (replaced whole on a change).
+    functions: DashMap<Arc<str>, Versions>,
     logs: Logs,
     metrics: Metrics,
     capacity: Arc<Capacity>,
@@ -138,11 +142,19 @@ impl Worker {
 }
 
 impl Inner {
+    /// Every function version served here.
+    fn every_version(&self) -> Vec<Arc<Function>> {
+        self.functions
+            .iter()
+            .flat_map(|versions| versions.value().iter().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Drops the longest-idle warm instance of any function, to make room for a cold start.
     fn evict_longest_idle(&self) -> bool {
         let oldest = self
-            .functions
-            .iter()
+            .every_version()
+            .into_iter()
             .filter_map(|f| f.pool.oldest_evictable().map(|t| (t, f.clone())))
             .min_by_key(|(t, _)| *t);
         oldest.is_some_and(|(_, f)| f.pool.evict_oldest())
@@ -187,15 +199,15 @@ impl Inner {
         }
         let now = crate::time::now_ms();
         let idle_ms = self.code_idle.as_millis() as u64;
-        let mut idle: Vec<Arc<Function>> = self
-            .functions
+        let every = self.every_version();
+        let mut idle: Vec<Arc<Function>> = every
             .iter()
             .filter(|f| {
                 f.config.limits.min_instances == 0
                     && now.saturating_sub(f.last_used_ms()) >= idle_ms
                     && f.pool.counts() == (0, 0)
             })
-            .map(|f| f.clone())
+            .cloned()
             .collect();
         idle.sort_by_key(|f| f.last_used_ms());
         let mut evicted = 0;
@@ -209,8 +221,7 @@ impl Inner {
             total = total.saturating_sub(f.code_bytes as u64);
             self.metrics.code_bytes.sub(f.code_bytes as i64);
             f.metrics.code_evicted.inc();
-            let shared_digest = self
-                .functions
+            let shared_digest = every
                 .iter()
                 .any(|g| g.digest == f.digest && g.loaded_code().is_some());
             if !shared_digest {
@@ -266,20 +277,52 @@ impl Inner {
         let code = self.linkers.link(&compiled)?;
         let code_bytes = compiled.image_bytes();
         let name: Arc<str> = Arc::from(deployment.name.as_str());
+        let version = deployment.version;
         let function = Arc::new(Function::new(
             deployment,
             code,
             code_bytes,
             self.logs.sink(&name),
-            self.metrics.function(&name),
+            self.metrics.function(&name, version),
             self.capacity.clone(),
         ));
         self.metrics.code_bytes.add(code_bytes as i64);
-        if let Some(old) = self.functions.insert(name, function.clone()) {
+        let mut replaced = None;
+        {
+            let mut entry = self.functions.entry(name).or_insert_with(|| Arc::from([]));
+            let mut versions: Vec<Arc<Function>> = entry.iter().cloned().collect();
+            match versions.iter().position(|f| f.version == version) {
+                Some(at) => replaced = Some(std::mem::replace(&mut versions[at], function.clone())),
+                None => versions.push(function.clone()),
+            }
+            versions.sort_by_key(|f| f.version);
+            *entry = versions.into();
+        }
+        if let Some(old) = replaced {
             self.retire(&old);
         }
         function.top_up();
         Ok(())
+    }
+
+    /// Stops serving one version; whether it was served.
+    fn retire_version(&self, name: &str, version: u64) -> bool {
+        let mut retired = None;
+        if let Some(mut entry) = self.functions.get_mut(name) {
+            let mut versions: Vec<Arc<Function>> = entry.iter().cloned().collect();
+            if let Some(at) = versions.iter().position(|f| f.version == version) {
+                retired = Some(versions.remove(at));
+                *entry = versions.into();
+            }
+        }
+        match retired {
+            Some(old) => {
+                self.retire(&old);
+                self.metrics.remove_version(name, version);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Validates and compiles `component` (or finds it compiled already) and stores it. Blocking.
@@ -297,13 +340,18 @@ impl Inner {
     }
 
     fn status(&self, name: &str) -> Option<FunctionStatus> {
-        let f = self.functions.get(name)?.clone();
-        let (idle, busy) = f.pool.counts();
+        let versions = self.functions.get(name)?.clone();
+        let f = versions.last()?;
+        let (idle, busy) = versions.iter().fold((0, 0), |(idle, busy), v| {
+            let (i, b) = v.pool.counts();
+            (idle + i, busy + b)
+        });
         Some(FunctionStatus {
             version: f.version,
             digest: f.digest.clone(),
+            versions: versions.iter().map(|v| v.version).collect(),
             interface: f.interface.to_string(),
-            code_loaded: f.loaded_code().is_some(),
+            code_loaded: versions.iter().any(|v| v.loaded_code().is_some()),
             instances_idle: idle,
             instances_busy: busy,
             fresh_instance_per_call: f.pool.fresh_only(),
@@ -317,7 +365,7 @@ impl Inner {
     fn log_sink(&self, name: &str) -> Option<Arc<LogSink>> {
         self.functions
             .get(name)
-            .map(|f| f.logs.clone())
+            .and_then(|versions| versions.last().map(|f| f.logs.clone()))
             .or_else(|| self.logs.get(name))
     }
 }
@@ -326,18 +374,26 @@ impl Backend for Worker {
     fn invoke(
         &self,
         function: &str,
+        version: u64,
         request: Request,
     ) -> BoxFuture<'static, Result<Response, InvokeError>> {
         let inner = self.inner.clone();
-        let found = self.inner.functions.get(function).map(|f| f.clone());
-        let missing = found.is_none().then(|| function.to_string());
+        let found = match self.inner.functions.get(function) {
+            None => Err(InvokeError::NotFound(function.to_string())),
+            Some(versions) => versions
+                .iter()
+                .find(|f| f.version == version)
+                .cloned()
+                .ok_or_else(|| InvokeError::NoVersion {
+                    function: function.to_string(),
+                    version,
+                }),
+        };
         Box::pin(async move {
             if inner.shutting_down.load(Ordering::Relaxed) {
                 return Err(InvokeError::ShuttingDown);
             }
-            let Some(function) = found else {
-                return Err(InvokeError::NotFound(missing.unwrap_or_default()));
-            };
+            let function = found?;
             function.touch();
             let code = inner.code_for(&function).await?;
             Ok(gather(function.invoke(code, request).await?).await)
@@ -366,10 +422,19 @@ impl Backend for Worker {
         })
     }
 
+    fn retire(&self, function: &str, version: u64) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(
+            self.inner.retire_version(function, version),
+        ))
+    }
+
     fn remove(&self, function: &str) -> BoxFuture<'static, bool> {
         let removed = match self.inner.functions.remove(function) {
-            Some((name, old)) => {
-                self.inner.retire(&old);
+            Some((name, versions)) => {
+                for old in versions.iter() {
+                    self.inner.retire(old);
+                    self.inner.metrics.remove_version(&name, old.version);
+                }
                 self.inner.logs.remove(&name);
                 self.inner.metrics.remove(&name);
                 true
@@ -469,7 +534,7 @@ async fn reap(inner: Weak<Inner>) {
             return;
         };
         let now = Instant::now();
-        let functions: Vec<_> = inner.functions.iter().map(|f| f.clone()).collect();
+        let functions = inner.every_version();
         let mut dropped = 0;
         for function in functions {
             let reaped = function.pool.reap(now);

@@ -77,6 +77,16 @@ pub struct Deploy {
     /// Dead-letter queue for --queue [default: QUEUE.dlq].
     #[arg(long, value_name = "QUEUE", requires = "queue")]
     dead_letter: Option<String>,
+    /// Deploy a new version that takes no traffic yet (try it with `wafer tag` and
+    /// `x-wafer-version`, then `wafer traffic`).
+    #[arg(long)]
+    no_traffic: bool,
+    /// A note kept with the version (shown by `wafer versions`).
+    #[arg(long, short = 'm')]
+    message: Option<String>,
+    /// Tag the new version, e.g. `canary`: calls with `x-wafer-version: canary` reach it.
+    #[arg(long)]
+    tag: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -84,7 +94,9 @@ pub struct Deploy {
 #[derive(Deserialize)]
 struct Deployed {
     name: String,
+    /// The primary version (the one taking the most traffic).
     version: u64,
+    deployed_version: u64,
     route: String,
     /// Cluster workers still installing it when the deploy answered.
     #[serde(default)]
@@ -136,22 +148,51 @@ impl Deploy {
                     .file_name(format!("{name}.wasm"))
                     .mime_str("application/wasm")?,
             );
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if self.no_traffic {
+            query.push(("traffic", "false".into()));
+        }
+        if let Some(message) = &self.message {
+            query.push(("message", message.clone()));
+        }
+        if let Some(tag) = &self.tag {
+            query.push(("tag", tag.clone()));
+        }
         let response = client
             .send(
                 client
                     .request(Method::PUT, &format!("/_wafer/v1/functions/{name}"))
+                    .query(&query)
                     .multipart(form),
             )
             .await
             .with_context(|| format!("failed to deploy `{name}`"))?;
         let deployed: Deployed = response.json().await?;
-        println!(
-            "deployed {} v{} at {}{}",
-            deployed.name,
-            deployed.version,
-            client.base(),
-            deployed.route
-        );
+        if deployed.deployed_version == deployed.version {
+            println!(
+                "deployed {} v{} at {}{}",
+                deployed.name,
+                deployed.deployed_version,
+                client.base(),
+                deployed.route
+            );
+        } else {
+            let pin = match &self.tag {
+                Some(tag) => format!("pin a call to it with `x-wafer-version: {tag}`"),
+                None => format!(
+                    "tag it to try it (`wafer tag {} {} canary`)",
+                    deployed.name, deployed.deployed_version
+                ),
+            };
+            println!(
+                "deployed {} v{} taking no traffic (v{} serves {}{}); {pin}",
+                deployed.name,
+                deployed.deployed_version,
+                deployed.version,
+                client.base(),
+                deployed.route,
+            );
+        }
         if !deployed.slow_workers.is_empty() {
             eprintln!(
                 "warning: still installing on {} (they take it over as soon as they are ready): {}",

@@ -37,6 +37,10 @@ pub struct Gateway {
     /// Connections open at once; more are closed as soon as they are accepted.
     #[arg(long, default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
+    /// Versions kept per function (older ones are collected unless traffic or a tag points at
+    /// them). Every gateway of a cluster should use the same number.
+    #[arg(long, default_value_t = GatewayConfig::default().keep_versions)]
+    keep_versions: usize,
     /// How long a deploy waits for every live worker to serve the new version.
     #[arg(long, default_value = "2m", value_parser = HumanDuration::parse)]
     deploy_timeout: HumanDuration,
@@ -83,6 +87,7 @@ impl Gateway {
                 max_connections: self.max_connections,
                 ..ConnectionLimits::default()
             },
+            keep_versions: self.keep_versions,
             ..GatewayConfig::default()
         };
         let gateway = GatewayState::open_with(

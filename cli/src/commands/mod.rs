@@ -1,4 +1,5 @@
-//! The subcommands, one file each.
+//! The subcommands, one file each (a function's history, `versions`, `traffic`, `rollback` and
+//! `tag`, in `versions`).
 
 mod build;
 mod cluster;
@@ -11,6 +12,7 @@ mod logs;
 mod new;
 mod queue;
 mod up;
+mod versions;
 mod worker;
 
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ pub enum Command {
     /// Run a function's build command from its manifest.
     Build(build::Build),
     /// Deploy (create or replace) a function from a manifest or from flags.
-    Deploy(deploy::Deploy),
+    Deploy(Box<deploy::Deploy>),
     /// List deployed functions and their state.
     List(list::List),
     /// Call a function and print its response body.
@@ -37,6 +39,14 @@ pub enum Command {
     Logs(logs::Logs),
     /// Delete a function.
     Delete(delete::Delete),
+    /// List a function's kept versions: digest, time, message, tags, traffic share.
+    Versions(versions::Versions),
+    /// Split a function's calls between versions by weight (`7=90 8=10`), or send all to one.
+    Traffic(versions::Traffic),
+    /// Send all of a function's traffic back to the previous version (or --to V), at once.
+    Rollback(versions::Rollback),
+    /// Name a version (`wafer tag NAME 8 canary`): calls pin it with `x-wafer-version`.
+    Tag(versions::Tag),
     /// Send messages to a RabbitMQ queue, or look at one (for trying queue triggers).
     #[command(subcommand)]
     Queue(queue::Queue),
@@ -55,6 +65,10 @@ impl Command {
             Command::Invoke(c) => c.run().await,
             Command::Logs(c) => c.run().await,
             Command::Delete(c) => c.run().await,
+            Command::Versions(c) => c.run().await,
+            Command::Traffic(c) => c.run().await,
+            Command::Rollback(c) => c.run().await,
+            Command::Tag(c) => c.run().await,
             Command::Queue(c) => c.run().await,
         }
     }

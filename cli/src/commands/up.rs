@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
+use wafer_gateway::functions::DeployOptions;
 use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
 use wafer_gateway::units::{ByteSize, HumanDuration};
 use wafer_gateway::{ConnectionLimits, Gateway, GatewayConfig};
@@ -57,6 +58,10 @@ pub struct Up {
     /// Time a request body may stall before the request fails.
     #[arg(long, default_value_t = HumanDuration(ConnectionLimits::default().body_idle_timeout), value_parser = HumanDuration::parse)]
     body_timeout: HumanDuration,
+    /// Versions kept per function (older ones are collected unless traffic or a tag points at
+    /// them).
+    #[arg(long, default_value_t = GatewayConfig::default().keep_versions)]
+    keep_versions: usize,
     /// How long in-flight calls may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value = "30s", value_parser = HumanDuration::parse)]
     drain_timeout: HumanDuration,
@@ -105,6 +110,7 @@ impl Up {
                     header_timeout: self.header_timeout.0,
                     body_idle_timeout: self.body_timeout.0,
                 },
+                keep_versions: self.keep_versions,
             },
             Arc::new(worker),
             registry,
@@ -116,19 +122,24 @@ impl Up {
             let project = Project::load(path)?;
             let name = project.name()?;
             let component = project.component()?;
-            let record = gateway
+            // The same folder at every start adds no version, and keeps a split or rollback.
+            let options = DeployOptions {
+                reuse_unchanged: true,
+                ..DeployOptions::default()
+            };
+            let deployed = gateway
                 .functions
-                .deploy(&name, project.manifest.clone(), component.into())
+                .deploy(&name, project.manifest.clone(), component.into(), options)
                 .await
-                .with_context(|| format!("failed to deploy {}", path.display()))?
-                .record;
+                .with_context(|| format!("failed to deploy {}", path.display()))?;
             eprintln!(
                 "deployed {name} v{} at http://{addr}{}",
-                record.version, record.route
+                deployed.version,
+                deployed.record.route()
             );
         }
         for record in gateway.functions.list() {
-            tracing::info!(function = %record.name, url = %format!("http://{addr}{}", record.route), "serving");
+            tracing::info!(function = %record.name, url = %format!("http://{addr}{}", record.route()), "serving");
         }
 
         let stop = crate::signals::stop_on_signal();

@@ -25,15 +25,18 @@ async fn a_deploy_through_one_gateway_is_served_through_every_gateway() {
     );
     assert!(worker.is_some(), "the serving worker is named");
 
-    // A redeploy: the call right after it returns gets the new version, on either gateway.
+    // A redeploy: the call right after it returns gets the new version through the gateway
+    // that deployed it, and through the other one as soon as it hears of the change.
     cluster.deploy(
         0,
         &["--name", "greet", "--wasm", wasm, "--env", "GREETING=Howdy"],
     );
-    for gateway in [1, 0] {
-        let (_, _, body) = get(&cluster.url(gateway, "/greet")).await;
-        assert_eq!(body, "Howdy from wafer! (GET /greet)\n");
-    }
+    let (_, _, body) = get(&cluster.url(0, "/greet")).await;
+    assert_eq!(body, "Howdy from wafer! (GET /greet)\n");
+    eventually(Duration::from_secs(10), "gateway 1 serving v2", || async {
+        get(&cluster.url(1, "/greet")).await.2 == "Howdy from wafer! (GET /greet)\n"
+    })
+    .await;
 
     // The CLI sees the same through either gateway; logs name the worker of each line.
     let list = cluster.cli(1, &["list"]);
@@ -203,4 +206,108 @@ fn gateway_and_worker_name_what_they_are_missing() {
             "{stderr}"
         );
     }
+}
+
+/// A GET through a gateway with headers: status, the version that served it, the body.
+async fn get_version(url: &str, headers: &[(&str, &str)]) -> (u16, Option<u64>, String) {
+    let mut request = http().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("GET");
+    let status = response.status().as_u16();
+    let version = response
+        .headers()
+        .get("x-wafer-version")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, version, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn versions_split_and_roll_back_across_gateways_and_workers() {
+    let cluster = Cluster::start(2, 2).await;
+    let hello = guest("hello");
+    let wasm = hello.to_str().unwrap();
+    cluster.deploy(0, &["--name", "f", "--wasm", wasm, "--env", "GREETING=one"]);
+    let out = cluster.deploy(
+        0,
+        &[
+            "--name",
+            "f",
+            "--wasm",
+            wasm,
+            "--env",
+            "GREETING=two",
+            "--no-traffic",
+            "--tag",
+            "canary",
+        ],
+    );
+    assert!(out.contains("deployed f v2 taking no traffic"), "{out}");
+    let url = |gateway| cluster.url(gateway, "/f");
+
+    // The canary is reachable by its tag through either gateway; nothing else reaches it.
+    let (status, version, body) = get_version(&url(0), &[("x-wafer-version", "canary")]).await;
+    assert_eq!((status, version), (200, Some(2)), "{body}");
+    assert!(body.starts_with("two from wafer!"), "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "gateway 1 knowing the tag",
+        || async {
+            get_version(&url(1), &[("x-wafer-version", "canary")])
+                .await
+                .1
+                == Some(2)
+        },
+    )
+    .await;
+    for _ in 0..50 {
+        assert_eq!(get_version(&url(1), &[]).await.1, Some(1));
+    }
+
+    // A 50/50 split through one gateway; both versions answer, from both workers.
+    let out = cluster.cli(0, &["traffic", "f", "1=50", "2=50"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..200 {
+        let (status, version, body) = get_version(&url(0), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        seen.insert(version.unwrap());
+    }
+    assert_eq!(seen, HashSet::from([1, 2]));
+
+    // Roll back through the other gateway: the first gateway follows within moments, and no
+    // call fails meanwhile.
+    let out = cluster.cli(1, &["rollback", "f", "--to", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, version, _) = get_version(&url(1), &[]).await;
+    assert_eq!(version, Some(1));
+    eventually(Duration::from_secs(10), "gateway 0 rolled back", || async {
+        let mut all_one = true;
+        for _ in 0..20 {
+            let (status, version, body) = get_version(&url(0), &[]).await;
+            assert_eq!(status, 200, "{body}");
+            all_one &= version == Some(1);
+        }
+        all_one
+    })
+    .await;
+
+    // Untagged and without traffic, v2 is no longer reachable.
+    let out = cluster.cli(0, &["tag", "f", "--remove", "canary"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, body) = get_version(&url(0), &[("x-wafer-version", "2")]).await;
+    assert_eq!(status, 404, "{body}");
 }

@@ -11,3 +11,4 @@ mod p3;
 mod queue;
 mod sandbox;
 mod support;
+mod versions;

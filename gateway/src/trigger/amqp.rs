@@ -29,9 +29,10 @@ mod metrics;
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use prometheus::{IntGauge, Registry};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -41,6 +42,7 @@ use wafer_worker::Backend;
 use self::config::{QueueTrigger, redact_url};
 use self::connection::SharedConnection;
 use self::metrics::{QueueMetrics, QueueSeries};
+use crate::router::Target;
 
 /// A running consumer's state, for health checks.
 #[derive(Debug, Default)]
@@ -77,8 +79,8 @@ pub struct TriggerStatus {
 /// Everything one consumer needs.
 pub(crate) struct Context {
     pub(crate) function: String,
-    /// The function's current version, for dead-letter headers; updated on redeploy.
-    pub(crate) version: Arc<AtomicU64>,
+    /// How each message picks the version it runs on; updated on every change.
+    pub(crate) target: Arc<ArcSwap<Target>>,
     /// The path the function sees (its route).
     pub(crate) path: String,
     pub(crate) trigger: QueueTrigger,
@@ -110,7 +112,7 @@ impl Running {
 }
 
 struct FunctionConsumers {
-    version: Arc<AtomicU64>,
+    target: Arc<ArcSwap<Target>>,
     consumers: Vec<Running>,
 }
 
@@ -139,17 +141,24 @@ impl QueueTriggers {
         })
     }
 
-    /// Makes `function`'s consumers match `triggers`: unchanged ones keep running (calls go to
-    /// the new version by name), changed or removed ones stop gracefully, new ones start.
-    pub async fn sync(&self, function: &str, version: u64, path: &str, triggers: &[QueueTrigger]) {
+    /// Makes `function`'s consumers match `triggers`: unchanged ones keep running (messages go
+    /// to the versions `target` picks from now on), changed or removed ones stop gracefully, new
+    /// ones start.
+    pub async fn sync(
+        &self,
+        function: &str,
+        target: Target,
+        path: &str,
+        triggers: &[QueueTrigger],
+    ) {
         let (keep, stop, version_cell) = {
             let mut running = self.running.lock().unwrap();
             let entry = running.remove(function);
             let version_cell = entry
                 .as_ref()
-                .map(|e| e.version.clone())
-                .unwrap_or_else(|| Arc::new(AtomicU64::new(version)));
-            version_cell.store(version, Ordering::Relaxed);
+                .map(|e| e.target.clone())
+                .unwrap_or_else(|| Arc::new(ArcSwap::from_pointee(target.clone())));
+            version_cell.store(Arc::new(target));
             let (keep, stop): (Vec<_>, Vec<_>) = entry
                 .map(|e| e.consumers)
                 .unwrap_or_default()
@@ -173,7 +182,7 @@ impl QueueTriggers {
             self.running.lock().unwrap().insert(
                 function.to_string(),
                 FunctionConsumers {
-                    version: version_cell,
+                    target: version_cell,
                     consumers,
                 },
             );
@@ -183,7 +192,7 @@ impl QueueTriggers {
     fn start(
         &self,
         function: &str,
-        version: &Arc<AtomicU64>,
+        target: &Arc<ArcSwap<Target>>,
         path: &str,
         trigger: &QueueTrigger,
     ) -> Running {
@@ -201,7 +210,7 @@ impl QueueTriggers {
         let context = Arc::new(Context {
             connection,
             function: function.to_string(),
-            version: version.clone(),
+            target: target.clone(),
             path: path.to_string(),
             source: event_source(&url, &trigger.queue),
             metrics: self.metrics.series(function, &trigger.queue),

@@ -1,5 +1,6 @@
-//! The HTTP trigger: a request routed to a function is passed to it as is (method, full path and
-//! query, headers, streamed body) and its response comes back as is.
+//! The HTTP trigger: a request routed to a function is passed to one of its versions as is
+//! (method, full path and query, headers, streamed body) and its response comes back as is,
+//! with `x-wafer-version` naming the version that served it.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -9,7 +10,7 @@ use http_body_util::BodyExt;
 use wafer_worker::Backend;
 
 use crate::error::ApiError;
-use crate::router::{RESERVED_PREFIX, RouteTable};
+use crate::router::{RESERVED_PREFIX, RouteTable, Target, VERSION_HEADER};
 
 /// Routes a request to its function on `backend`, through the live `routes`.
 pub async fn handle(
@@ -22,28 +23,39 @@ pub async fn handle(
     if path == RESERVED_PREFIX || path.starts_with("/_wafer/") {
         return ApiError::NotFound(format!("no wafer API at {path}")).into_response();
     }
-    let Some(function) = routes.lookup(path).cloned() else {
+    let Some(route) = routes.lookup(path).cloned() else {
         return ApiError::NotFound(format!("no function is routed at {path}")).into_response();
     };
-    call(backend, max_body, &function, request).await
+    call(backend, max_body, &route.function, &route.target, request).await
 }
 
-/// Calls `function` with `request` (its body bounded by `max_body`) and turns the outcome into a
-/// response.
+/// Calls the version of `function` that `target` picks for `request` (its body bounded by
+/// `max_body`) and turns the outcome into a response.
 pub async fn call(
     backend: &dyn Backend,
     max_body: u64,
     function: &str,
+    target: &Target,
     request: Request,
 ) -> Response {
+    let version = match target.pick(request.headers()) {
+        Ok(version) => version,
+        Err(e) => {
+            return ApiError::NoVersion(format!("function `{function}`: {e}")).into_response();
+        }
+    };
     let request = match into_worker_request(request, max_body) {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    match backend.invoke(function, request).await {
+    let mut response = match backend.invoke(function, version, request).await {
         Ok(response) => response.map(Body::new),
         Err(e) => ApiError::from(e).into_response(),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(VERSION_HEADER, HeaderValue::from(version));
+    response
 }
 
 /// Bounds the body and makes sure wasi:http gets an authority.

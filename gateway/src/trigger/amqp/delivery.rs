@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -76,7 +75,9 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
     } else {
         binary_request(&ctx, &batch[0], &ids[0], attempts[0])
     };
-    let verdicts = match ctx.backend.invoke(&ctx.function, request).await {
+    // Each message (or batch) runs on one version, by the function's split.
+    let version = ctx.target.load().split(None);
+    let verdicts = match ctx.backend.invoke(&ctx.function, version, request).await {
         Ok(response) => {
             let status = response.status();
             let body = read_answer(response.into_body()).await;
@@ -84,11 +85,14 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
         }
         Err(error) => vec![verdict_for_error(&error); batch.len()],
     };
-    let settles = batch
-        .into_iter()
-        .zip(attempts)
-        .zip(verdicts)
-        .map(|((delivery, attempt), verdict)| settle(&ctx, &publish, delivery, attempt, verdict));
+    let settles =
+        batch
+            .into_iter()
+            .zip(attempts)
+            .zip(verdicts)
+            .map(|((delivery, attempt), verdict)| {
+                settle(&ctx, &publish, delivery, (attempt, version), verdict)
+            });
     futures::future::join_all(settles).await;
     metrics.duration.observe(started.elapsed().as_secs_f64());
 }
@@ -420,7 +424,9 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
 fn verdict_for_error(error: &InvokeError) -> Verdict {
     match error {
         // Deleted mid-stream, or wafer stopping: not the message's fault.
-        InvokeError::NotFound(_) | InvokeError::ShuttingDown => Verdict::Requeue,
+        InvokeError::NotFound(_) | InvokeError::NoVersion { .. } | InvokeError::ShuttingDown => {
+            Verdict::Requeue
+        }
         other => Verdict::Retry(Failure {
             status: other.kind().to_string(),
             message: other.to_string(),
@@ -434,7 +440,7 @@ async fn settle(
     ctx: &Context,
     publish: &Channel,
     delivery: Delivery,
-    attempt: u32,
+    (attempt, version): (u32, u64),
     verdict: Verdict,
 ) {
     let metrics = &ctx.metrics;
@@ -454,7 +460,7 @@ async fn settle(
             republish_then_ack(publish, &queue, &delivery, headers, &metrics.retried).await
         }
         Verdict::Retry(failure) | Verdict::DeadLetter(failure) => {
-            let headers = dead_letter_headers(ctx, &delivery, attempt, &failure);
+            let headers = dead_letter_headers(ctx, &delivery, (attempt, version), &failure);
             tracing::info!(function = %ctx.function, queue = %trigger.queue, attempt, error = %failure.message, "dead-lettering message");
             let queue = &trigger.dead_letter;
             republish_then_ack(publish, queue, &delivery, headers, &metrics.dead_lettered).await
@@ -470,7 +476,7 @@ async fn settle(
 fn dead_letter_headers(
     ctx: &Context,
     delivery: &Delivery,
-    attempt: u32,
+    (attempt, version): (u32, u64),
     failure: &Failure,
 ) -> FieldTable {
     let mut headers = headers_of(delivery);
@@ -483,7 +489,7 @@ fn dead_letter_headers(
     headers.insert("x-wafer-function".into(), text(&ctx.function));
     headers.insert(
         "x-wafer-function-version".into(),
-        AMQPValue::LongLongInt(ctx.version.load(Ordering::Relaxed) as i64),
+        AMQPValue::LongLongInt(version as i64),
     );
     headers.insert("x-wafer-source-queue".into(), text(&ctx.trigger.queue));
     headers.insert(
