@@ -15,6 +15,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use wafer_gateway::manifest::Manifest;
 use wafer_gateway::record::{Traffic, Version};
+use wafer_gateway::trigger::schedule::Ledger;
 use wafer_gateway::{ApiError, Record, Store};
 
 use crate::db::{DbError, FUNCTIONS_CHANNEL, READY_CHANNEL};
@@ -408,6 +409,61 @@ impl Store for PgStore {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+/// Slots claimed in one statement: the row moves forward only past its last slot, so two
+/// gateways claiming one slot cannot both succeed.
+impl Ledger for PgStore {
+    fn last<'a>(
+        &'a self,
+        function: &'a str,
+        schedule: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT last_slot_ms FROM schedule_slots WHERE function = $1 AND schedule = $2",
+            )
+            .bind(function)
+            .bind(schedule)
+            .fetch_optional(&self.pool)
+            .await
+            .map(|slot| slot.map(|s| s as u64))
+            .map_err(|e| format!("the cluster's database: {e}"))
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        function: &'a str,
+        schedule: &'a str,
+        slot: u64,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let claimed = sqlx::query(
+                "INSERT INTO schedule_slots (function, schedule, last_slot_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (function, schedule) DO UPDATE SET last_slot_ms = EXCLUDED.last_slot_ms
+                 WHERE schedule_slots.last_slot_ms < EXCLUDED.last_slot_ms",
+            )
+            .bind(function)
+            .bind(schedule)
+            .bind(slot as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| format!("the cluster's database: {e}"))?;
+            Ok(claimed.rows_affected() == 1)
+        })
+    }
+
+    fn forget<'a>(&'a self, function: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM schedule_slots WHERE function = $1")
+                .bind(function)
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(|e| format!("the cluster's database: {e}"))
+        })
     }
 }
 

@@ -149,8 +149,38 @@ pub struct FunctionInfo {
     pub tags: std::collections::BTreeMap<String, u64>,
     /// Versions kept.
     pub versions_kept: usize,
+    /// The primary version's schedules, with their next runs.
+    pub schedules: Vec<ScheduleInfo>,
     /// The worker's view; absent if the function is recorded but could not be loaded.
     pub status: Option<FunctionStatus>,
+}
+
+/// One schedule and when it runs next.
+#[derive(Serialize)]
+pub struct ScheduleInfo {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    /// RFC 3339 (UTC); absent if the pattern has no slot left.
+    pub next_run: Option<String>,
+}
+
+fn schedules(record: &Record) -> Vec<ScheduleInfo> {
+    let Ok(spec) = record.primary().manifest.validate(&record.name) else {
+        return Vec::new();
+    };
+    let now = chrono::Utc::now();
+    spec.schedules
+        .iter()
+        .map(|s| ScheduleInfo {
+            name: s.name.clone(),
+            cron: s.pattern.clone(),
+            timezone: s.timezone.name().to_string(),
+            next_run: s
+                .next_after(now)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        })
+        .collect()
 }
 
 /// One version's part of the split.
@@ -222,6 +252,7 @@ async fn info(gateway: &Gateway, record: Record) -> FunctionInfo {
         sticky_header: record.traffic.sticky_header.clone(),
         tags: record.tags.clone(),
         versions_kept: record.versions.len(),
+        schedules: schedules(&record),
         name: record.name,
     }
 }

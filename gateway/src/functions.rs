@@ -26,6 +26,7 @@ pub use crate::record::{DEFAULT_KEEP_VERSIONS, Draft, Record, Traffic, Version};
 use crate::router::{Route, RouteTable, Router};
 use crate::store::Store;
 use crate::trigger::amqp::QueueTriggers;
+use crate::trigger::schedule::Schedules;
 
 /// How long a stored component is kept unreferenced: longer than any deploy takes from upload
 /// to commit.
@@ -77,6 +78,8 @@ pub struct Functions {
     /// Queue consumers, kept in step with the records; `None` where workers run them (a
     /// cluster's gateway).
     pub triggers: Option<QueueTriggers>,
+    /// The schedules, run by every gateway (a ledger lets one run through per slot).
+    pub schedules: Schedules,
     records: Arc<RwLock<BTreeMap<String, Record>>>,
     /// Counts this process's own changes to `records`, so that a reload read before one of
     /// them does not undo it.
@@ -95,6 +98,7 @@ impl Functions {
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         triggers: Option<QueueTriggers>,
+        schedules: Schedules,
         keep_versions: usize,
     ) -> Result<Functions, ApiError> {
         let records: BTreeMap<String, Record> = store
@@ -124,6 +128,7 @@ impl Functions {
             store,
             backend,
             triggers,
+            schedules,
             records: Arc::new(RwLock::new(records)),
             changed_here: std::sync::atomic::AtomicU64::new(0),
             router: Router::default(),
@@ -131,7 +136,36 @@ impl Functions {
             keep_versions: keep_versions.max(1),
         };
         functions.publish_routes();
+        functions.sync_schedules();
         Ok(functions)
+    }
+
+    /// Starts, changes and stops schedules to match the records (every one: after a reload, any
+    /// of them may have changed).
+    fn sync_schedules(&self) {
+        let records = self.list();
+        for record in &records {
+            self.sync_schedules_of(record);
+        }
+        for name in self.schedules.functions() {
+            if !records.iter().any(|r| r.name == name) {
+                self.schedules.stop(&name);
+            }
+        }
+    }
+
+    fn sync_schedules_of(&self, record: &Record) {
+        match record.primary().manifest.validate(&record.name) {
+            Ok(spec) => self.schedules.sync(
+                &record.name,
+                record.target(),
+                record.route(),
+                &spec.schedules,
+            ),
+            Err(e) => {
+                tracing::error!(function = %record.name, error = %e, "schedules not updated")
+            }
+        }
     }
 
     /// Reloads the records from the store after another process changed them (routes included).
@@ -148,6 +182,7 @@ impl Functions {
             *current = records.into_iter().map(|r| (r.name.clone(), r)).collect();
             drop(current);
             self.publish_routes();
+            self.sync_schedules();
             return Ok(());
         }
     }
@@ -316,6 +351,7 @@ impl Functions {
                 }
             }
         }
+        self.sync_schedules_of(record);
         for v in was_served.difference(&served).copied() {
             self.retire_later(name, v);
         }
@@ -371,6 +407,7 @@ impl Functions {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish_routes();
         // Consumers stop first: deliveries in flight finish on the function before it goes.
+        self.schedules.remove(name).await;
         if let Some(triggers) = &self.triggers {
             triggers.stop(name).await;
         }

@@ -31,6 +31,11 @@
 //! [[queue]]                              # any number; see `trigger::amqp::config`
 //! queue = "orders"
 //! max_attempts = 5
+//!
+//! [[schedule]]                           # any number; see `trigger::schedule::config`
+//! cron = "0 9 * * MON-FRI"               # 5 fields, or 6 with seconds first
+//! timezone = "Europe/Berlin"             # IANA name [default: UTC]
+//! missed = "run-once"                    # or "skip" [default]: slots passed while wafer was down
 //! ```
 //!
 //! Unknown keys are errors that name the key; sizes take `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`
@@ -45,6 +50,7 @@ use wafer_worker::{AllowedHosts, FunctionConfig, Limits};
 pub use crate::error::ManifestError;
 use crate::router::RESERVED_PREFIX;
 use crate::trigger::amqp::config::{QueueSection, QueueTrigger};
+use crate::trigger::schedule::config::{ScheduleSection, ScheduleTrigger};
 use crate::units::{ByteSize, HumanDuration, fmt_bytes};
 
 /// A manifest as written. `component` and `build` concern the machine that has the files (the
@@ -74,6 +80,9 @@ pub struct Manifest {
     /// Queue triggers: RabbitMQ queues whose messages call this function.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue: Vec<QueueSection>,
+    /// Schedules: cron patterns at whose slots the function is called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduleSection>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -207,6 +216,7 @@ pub struct FunctionSpec {
     pub route: String,
     pub config: FunctionConfig,
     pub queues: Vec<QueueTrigger>,
+    pub schedules: Vec<ScheduleTrigger>,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ManifestError> {
@@ -249,10 +259,12 @@ impl Manifest {
             .map_err(|e| ManifestError(format!("allowed_outbound_hosts: {e}")))?;
         let limits = self.validated_limits()?;
         let queues = self.validated_queues(&limits)?;
+        let schedules = self.validated_schedules()?;
         Ok(FunctionSpec {
             name: name.to_string(),
             route: route.clone(),
             queues,
+            schedules,
             config: FunctionConfig {
                 env,
                 allowed_outbound_hosts,
@@ -324,6 +336,23 @@ impl Manifest {
             queues.push(trigger);
         }
         Ok(queues)
+    }
+
+    /// Each `[[schedule]]` checked; names are unique within the function.
+    fn validated_schedules(&self) -> Result<Vec<ScheduleTrigger>, ManifestError> {
+        let mut schedules: Vec<ScheduleTrigger> = Vec::with_capacity(self.schedule.len());
+        for (i, section) in self.schedule.iter().enumerate() {
+            let trigger = ScheduleTrigger::validate(section, i)
+                .map_err(|e| ManifestError(format!("schedule[{i}].{e}")))?;
+            if schedules.iter().any(|s| s.name == trigger.name) {
+                return err(format!(
+                    "schedule[{i}].name: `{}` names another schedule of this function",
+                    trigger.name
+                ));
+            }
+            schedules.push(trigger);
+        }
+        Ok(schedules)
     }
 
     /// The manifest as the server keeps it: without the CLI-side fields.

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use wafer_worker::Backend;
 
-use crate::error::OpenError;
+use crate::error::{ApiError, OpenError};
 use crate::functions::Functions;
 use crate::store::{DiskStore, Store};
 use crate::trigger::amqp::QueueTriggers;
 use crate::trigger::amqp::config::DEFAULT_AMQP_URL;
+use crate::trigger::schedule::{DiskLedger, Ledger, Schedules};
 
 /// Gateway settings. `Default` states the defaults.
 #[derive(Clone, Debug)]
@@ -87,10 +88,22 @@ impl Gateway {
         let store = Arc::new(DiskStore::open(&config.data_dir).map_err(OpenError::Store)?);
         let triggers =
             QueueTriggers::new(backend.clone(), config.default_amqp_url.clone(), &metrics)?;
-        Gateway::open_with(config, store, backend, Some(triggers), metrics).await
+        let ledger = DiskLedger::open(&config.data_dir).map_err(|e| {
+            OpenError::Store(ApiError::storage("failed to open the schedules' ledger")(e))
+        })?;
+        Gateway::open_with(
+            config,
+            store,
+            backend,
+            Some(triggers),
+            Arc::new(ledger),
+            metrics,
+        )
+        .await
     }
 
-    /// A gateway over any store and backend, with queue triggers here or (`None`) elsewhere.
+    /// A gateway over any store and backend, with queue triggers here or (`None`) elsewhere,
+    /// and its schedules claiming their slots in `ledger`.
     /// When the store can change under it (another gateway deploys), the records and routes
     /// follow within moments.
     pub async fn open_with(
@@ -98,9 +111,12 @@ impl Gateway {
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
         triggers: Option<QueueTriggers>,
+        ledger: Arc<dyn Ledger>,
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, OpenError> {
-        let functions = Functions::open(store, backend, triggers, config.keep_versions).await?;
+        let schedules = Schedules::new(backend.clone(), ledger, &metrics)?;
+        let functions =
+            Functions::open(store, backend, triggers, schedules, config.keep_versions).await?;
         let gateway = Arc::new(Gateway {
             functions,
             config,

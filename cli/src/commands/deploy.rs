@@ -9,6 +9,7 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use wafer_gateway::Manifest;
 use wafer_gateway::trigger::amqp::config::QueueSection;
+use wafer_gateway::trigger::schedule::config::ScheduleSection;
 use wafer_gateway::units::{ByteSize, HumanDuration};
 
 use crate::client::{Client, ServerArgs};
@@ -77,6 +78,12 @@ pub struct Deploy {
     /// Dead-letter queue for --queue [default: QUEUE.dlq].
     #[arg(long, value_name = "QUEUE", requires = "queue")]
     dead_letter: Option<String>,
+    /// Also call the function on this cron schedule (5 fields, or 6 with seconds), repeatable.
+    #[arg(long, value_name = "CRON")]
+    schedule: Vec<String>,
+    /// IANA time zone of every --schedule, e.g. Europe/Berlin [default: UTC].
+    #[arg(long, value_name = "TZ", requires = "schedule")]
+    timezone: Option<String>,
     /// Deploy a new version that takes no traffic yet (try it with `wafer tag` and
     /// `x-wafer-version`, then `wafer traffic`).
     #[arg(long)]
@@ -250,6 +257,17 @@ impl Deploy {
             manifest.scaling.idle_timeout = Some(
                 HumanDuration::parse(idle).map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))?,
             );
+        }
+        for cron in &self.schedule {
+            manifest.schedule.retain(|s| &s.cron != cron);
+            let taken = manifest.schedule.len();
+            manifest.schedule.push(ScheduleSection {
+                // Named apart from the manifest's own schedule-N.
+                name: Some(format!("cli-{}", taken + 1)),
+                cron: cron.clone(),
+                timezone: self.timezone.clone(),
+                ..ScheduleSection::default()
+            });
         }
         if let Some(queue) = &self.queue {
             manifest.queue.retain(|q| &q.queue != queue);

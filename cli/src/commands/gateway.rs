@@ -92,9 +92,10 @@ impl Gateway {
         };
         let gateway = GatewayState::open_with(
             config,
-            store,
+            store.clone(),
             Arc::new(backend),
             None,
+            store,
             prometheus::Registry::new(),
         )
         .await

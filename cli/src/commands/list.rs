@@ -1,4 +1,4 @@
-//! `wafer list`: the deployed functions, their routes and their instances.
+//! `wafer list`: the deployed functions, their routes, versions, instances and next runs.
 
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -22,7 +22,45 @@ struct Function {
     name: String,
     version: u64,
     route: String,
+    #[serde(default)]
+    traffic: Vec<Share>,
+    #[serde(default)]
+    schedules: Vec<Schedule>,
     status: Option<Status>,
+}
+
+#[derive(Deserialize)]
+struct Share {
+    version: u64,
+    percent: f64,
+}
+
+#[derive(Deserialize)]
+struct Schedule {
+    next_run: Option<String>,
+}
+
+impl Function {
+    /// `7`, or a split: `7:90%,8:10%`.
+    fn versions(&self) -> String {
+        if self.traffic.len() <= 1 {
+            return self.version.to_string();
+        }
+        self.traffic
+            .iter()
+            .map(|s| format!("{}:{}%", s.version, s.percent.round()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The soonest next run of its schedules, or `-`.
+    fn next_run(&self) -> String {
+        self.schedules
+            .iter()
+            .filter_map(|s| s.next_run.clone())
+            .min()
+            .unwrap_or_else(|| "-".into())
+    }
 }
 
 #[derive(Deserialize)]
@@ -50,15 +88,25 @@ impl List {
         }
         let functions: Vec<Function> = response.json().await?;
         println!(
-            "{:<24} {:>4} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  LAST CALL",
-            "NAME", "VER", "ROUTE", "INTERFACE", "IDLE", "BUSY", "COLD", "WARM", "CALLS OK"
+            "{:<24} {:>7} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  {:<24}  NEXT RUN",
+            "NAME",
+            "VERSION",
+            "ROUTE",
+            "INTERFACE",
+            "IDLE",
+            "BUSY",
+            "COLD",
+            "WARM",
+            "CALLS OK",
+            "LAST CALL"
         );
         for f in functions {
+            let (versions, next_run) = (f.versions(), f.next_run());
             match f.status {
                 Some(s) => println!(
-                    "{:<24} {:>4} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  {}",
+                    "{:<24} {:>7} {:<24} {:<16} {:>5} {:>5} {:>6} {:>8} {:>8}  {:<24}  {}",
                     f.name,
-                    f.version,
+                    versions,
                     f.route,
                     s.interface,
                     s.instances_idle,
@@ -71,11 +119,12 @@ impl List {
                             UNIX_EPOCH + Duration::from_millis(ms)
                         )
                         .to_string())
-                        .unwrap_or_else(|| "never".into())
+                        .unwrap_or_else(|| "never".into()),
+                    next_run
                 ),
                 None => println!(
-                    "{:<24} {:>4} {:<24} (not loaded: see the server's log)",
-                    f.name, f.version, f.route
+                    "{:<24} {:>7} {:<24} (not loaded: see the server's log)",
+                    f.name, versions, f.route
                 ),
             }
         }

@@ -311,3 +311,28 @@ async fn versions_split_and_roll_back_across_gateways_and_workers() {
     let (status, _, body) = get_version(&url(0), &[("x-wafer-version", "2")]).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn two_gateways_run_each_slot_of_a_schedule_once() {
+    use crate::e2e::queues::Collector;
+    let cluster = Cluster::start(2, 1).await;
+    let (collector, collector_url) = Collector::start(Duration::ZERO).await;
+    let manifest = format!(
+        "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\nREPORT = \"id\"\n\
+         [[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\n"
+    );
+    cluster
+        .deploy_manifest(0, "tick", &guest("collect"), &manifest)
+        .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let reports = collector.reports();
+    let mut slots = Vec::new();
+    for (report, times) in &reports {
+        let report = String::from_utf8_lossy(report);
+        assert_eq!(*times, 1, "{report} ran {times} times");
+        assert!(report.ends_with(" wafer.schedule"), "{report}");
+        slots.push(report.to_string());
+    }
+    // Both gateways run the schedule; the database lets one of them through per slot.
+    assert!(slots.len() >= 5, "{slots:?}");
+}

@@ -10,5 +10,6 @@ mod limits;
 mod p3;
 mod queue;
 mod sandbox;
+mod schedules;
 mod support;
 mod versions;

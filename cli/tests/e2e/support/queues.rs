@@ -206,6 +206,11 @@ impl Collector {
         (collector, url)
     }
 
+    /// Every report seen, with how many times.
+    pub fn reports(&self) -> HashMap<Vec<u8>, u32> {
+        self.inner.seen.lock().unwrap().clone()
+    }
+
     /// Distinct messages seen.
     pub fn distinct(&self) -> usize {
         self.inner.seen.lock().unwrap().len()

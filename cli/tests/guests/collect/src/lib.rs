@@ -1,8 +1,10 @@
 //! Reports every queue message it gets to a collector (`COLLECTOR` in its environment, a URL
 //! the test serves) before answering 200, so a test can count what was processed at least once
-//! even across a crash. Answers 503 (retry) when the collector does not say 2xx.
+//! even across a crash. Answers 503 (retry) when the collector does not say 2xx. With
+//! `REPORT=id` it reports each event's `ce-id` and `ce-type` instead of its data (for events
+//! without data, such as scheduled runs).
 
-use wafer_sdk::event::{EventExt, EventRequestExt, Outcome};
+use wafer_sdk::event::{AttributesReader, EventExt, EventRequestExt, Outcome};
 use wafer_sdk::wstd::http::{Client, Method, Request as OutRequest};
 use wafer_sdk::{IntoResponse, Request, Response};
 
@@ -12,11 +14,17 @@ async fn handle(mut request: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let collector = wafer_sdk::config("COLLECTOR").unwrap_or_default();
+    let ids = wafer_sdk::config("REPORT").as_deref() == Some("id");
     for event in &events {
+        let report = if ids {
+            format!("{} {}", event.id(), event.ty()).into_bytes()
+        } else {
+            event.data_bytes()
+        };
         let report = OutRequest::builder()
             .method(Method::POST)
             .uri(format!("{collector}/record"))
-            .body(wafer_sdk::Body::from(event.data_bytes()));
+            .body(wafer_sdk::Body::from(report));
         let Ok(report) = report else {
             return Outcome::Failed("bad collector URL".into()).into_response();
         };
