@@ -10,6 +10,7 @@
 //!   request), cold starts, deploy and restart times, RSS with many functions.
 //! - `cluster`: one gateway and workers against `wafer up`: the hop's cost, scaling an I/O-bound
 //!   function over workers, what membership costs PostgreSQL.
+//! - `versions`: a traffic split against one version, 1,000 kept versions, schedule lag.
 
 mod cluster;
 mod hostile;
@@ -17,6 +18,7 @@ mod languages;
 mod queue;
 mod serve;
 mod soak;
+mod versions;
 mod wafer;
 
 use clap::Parser;
@@ -36,6 +38,8 @@ enum Bench {
     Serve(serve::Serve),
     /// A gateway and workers against `wafer up` on the same components.
     Cluster(cluster::Cluster),
+    /// A 2-way split against one version, 1,000 kept versions, how late scheduled runs start.
+    Versions(versions::Versions),
     /// A plain axum hello server (the ceiling `serve` compares against).
     #[command(hide = true)]
     AxumHello(serve::AxumHello),
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Soak(s) => s.run().await,
         Bench::Serve(s) => s.run().await,
         Bench::Cluster(c) => c.run().await,
+        Bench::Versions(v) => v.run().await,
         Bench::AxumHello(a) => a.run().await,
     }
 }

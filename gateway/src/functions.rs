@@ -44,8 +44,8 @@ pub struct DeployOptions {
     pub message: Option<String>,
     /// A tag for the new version (so that calls can pin it before it takes traffic).
     pub tag: Option<String>,
-    /// Whether to add no version when the newest one has the same code and manifest and takes
-    /// all traffic (`wafer up` deploying its folders again at every start).
+    /// Whether to add no version when the newest one has the same code and manifest (`wafer up`
+    /// deploying its folders again at every start, which must not undo a split or rollback).
     pub reuse_unchanged: bool,
 }
 
@@ -217,8 +217,6 @@ impl Functions {
         let previous = self.get(name);
         if options.reuse_unchanged
             && let Some(old) = &previous
-            && old.traffic.split.len() == 1
-            && old.primary().number == old.latest().number
             && old.latest().digest == draft.digest
             && old.latest().manifest == draft.manifest
         {

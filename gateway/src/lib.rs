@@ -17,7 +17,8 @@
 //! - [`record`]: a function's versions, traffic split and tags, and the rules for changing them;
 //! - [`manifest`]: `wafer.toml` parsing and validation into the worker's types;
 //! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
-//!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules);
+//!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules),
+//!   [`trigger::schedule`] (cron schedules, `[[schedule]]`, slots claimed in a ledger);
 //! - [`error`]: errors and their HTTP statuses, in one place;
 //! - [`router`]: path -> function, longest prefix, lock-free, and which version takes a call;
 //! - [`units`]: sizes and durations as written.

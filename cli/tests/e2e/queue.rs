@@ -531,3 +531,68 @@ async fn every_trigger_of_a_process_shares_one_broker_connection() {
     assert_eq!(ours, 1, "20 triggers, connections named {name}:\n{text}");
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_traffic_split_spreads_queue_messages_over_versions() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("split");
+    broker.declare(&queue).await;
+    let (collector, collector_url) = Collector::start(Duration::ZERO).await;
+    let wafer = Wafer::start();
+    let manifest = |version: u32| {
+        format!(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\nREPORT = \"version\"\nVERSION = \"{version}\"\n[[queue]]\nqueue = \"{queue}\""
+        )
+    };
+    wafer
+        .deploy_ok("split", &guest("collect"), &manifest(1))
+        .await;
+    let response = wafer
+        .deploy_bytes(
+            "split?traffic=false",
+            std::fs::read(guest("collect")).unwrap(),
+            &manifest(2),
+        )
+        .await;
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+    let response = wafer
+        .admin(reqwest::Method::PUT, "/_wafer/v1/functions/split/traffic")
+        .json(&serde_json::json!({"split": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+    const TOTAL: usize = 200;
+    broker
+        .publish_all(&queue, (0..TOTAL).map(|i| format!("s-{i}").into_bytes()))
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "every message processed",
+        || async { collector.distinct() >= TOTAL },
+    )
+    .await;
+    let reports = collector.reports();
+    let on = |v: &str| {
+        reports
+            .keys()
+            .filter(|r| String::from_utf8_lossy(r).ends_with(v))
+            .count()
+    };
+    // Half each: 100 with a standard deviation of 7.
+    assert!(
+        on(" v1") >= 50 && on(" v2") >= 50,
+        "v1 {} v2 {}",
+        on(" v1"),
+        on(" v2")
+    );
+    broker.cleanup().await;
+}

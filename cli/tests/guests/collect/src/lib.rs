@@ -2,7 +2,7 @@
 //! the test serves) before answering 200, so a test can count what was processed at least once
 //! even across a crash. Answers 503 (retry) when the collector does not say 2xx. With
 //! `REPORT=id` it reports each event's `ce-id` and `ce-type` instead of its data (for events
-//! without data, such as scheduled runs).
+//! without data, such as scheduled runs); with `REPORT=version`, its data and ` v<VERSION>`.
 
 use wafer_sdk::event::{AttributesReader, EventExt, EventRequestExt, Outcome};
 use wafer_sdk::wstd::http::{Client, Method, Request as OutRequest};
@@ -14,12 +14,17 @@ async fn handle(mut request: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let collector = wafer_sdk::config("COLLECTOR").unwrap_or_default();
-    let ids = wafer_sdk::config("REPORT").as_deref() == Some("id");
+    let mode = wafer_sdk::config("REPORT").unwrap_or_default();
     for event in &events {
-        let report = if ids {
-            format!("{} {}", event.id(), event.ty()).into_bytes()
-        } else {
-            event.data_bytes()
+        let report = match mode.as_str() {
+            "id" => format!("{} {}", event.id(), event.ty()).into_bytes(),
+            "version" => {
+                let mut data = event.data_bytes();
+                let version = wafer_sdk::config("VERSION").unwrap_or_default();
+                data.extend_from_slice(format!(" v{version}").as_bytes());
+                data
+            }
+            _ => event.data_bytes(),
         };
         let report = OutRequest::builder()
             .method(Method::POST)
