@@ -6,12 +6,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use reqwest::Method;
 use serde::Deserialize;
 
-use crate::client::{Client, OutputArgs, ServerArgs};
+use crate::client::{Client, ServerArgs};
 
 #[derive(clap::Args)]
 pub struct List {
-    #[command(flatten)]
-    output: OutputArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -81,7 +82,7 @@ impl List {
         let response = client
             .send(client.request(Method::GET, "/_wafer/v1/functions"))
             .await?;
-        if self.output.json() {
+        if self.json {
             println!("{}", response.text().await?);
             return Ok(ExitCode::SUCCESS);
         }

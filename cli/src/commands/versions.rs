@@ -8,13 +8,14 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{Client, OutputArgs, ServerArgs};
+use crate::client::{Client, ServerArgs};
 
 #[derive(clap::Args)]
 pub struct Versions {
     name: String,
-    #[command(flatten)]
-    output: OutputArgs,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -39,8 +40,7 @@ pub struct Traffic {
 #[derive(clap::Args)]
 pub struct Rollback {
     name: String,
-    /// The version to send all traffic to [default: while a split runs, its oldest version;
-    /// else the one before the current].
+    /// The version to send all traffic to [default: the one before the current].
     #[arg(long, value_name = "VERSION")]
     to: Option<String>,
     #[command(flatten)]
@@ -150,7 +150,7 @@ impl Versions {
             ))
             .await
             .with_context(|| format!("failed to list the versions of `{name}`"))?;
-        if self.output.json() {
+        if self.json {
             println!("{}", response.text().await?);
             return Ok(ExitCode::SUCCESS);
         }
