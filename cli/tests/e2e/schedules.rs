@@ -141,14 +141,7 @@ async fn deploy_schedule_and_timezone_show_the_next_run() {
         "Europe/Berlin",
     ]);
     assert_ok(&out, "deploy --schedule");
-    let info: serde_json::Value = wafer
-        .admin(reqwest::Method::GET, "/_wafer/v1/functions/new-year")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = info_of(&wafer, "new-year").await;
     let next: DateTime<Utc> = info["schedules"][0]["next_run"]
         .as_str()
         .unwrap()

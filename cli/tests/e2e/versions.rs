@@ -215,14 +215,7 @@ async fn versions_split_pin_roll_back_and_survive_a_restart() {
     assert_eq!(version, Some(11));
     let (_, version, _) = call(&wafer, &[("x-wafer-version", "old")]).await;
     assert_eq!(version, Some(3));
-    let info: serde_json::Value = wafer
-        .admin(reqwest::Method::GET, "/_wafer/v1/functions/f")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = info_of(&wafer, "f").await;
     assert_eq!(
         (info["version"].as_u64(), info["latest"].as_u64()),
         (Some(9), Some(11))

@@ -363,9 +363,9 @@ impl Gate {
     }
 }
 
-/// The function's `status` from the admin API.
-pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
-    let info: serde_json::Value = wafer
+/// The function as the admin API shows it.
+pub async fn info_of(wafer: &Wafer, function: &str) -> serde_json::Value {
+    wafer
         .admin(
             reqwest::Method::GET,
             &format!("/_wafer/v1/functions/{function}"),
@@ -375,8 +375,12 @@ pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    info["status"].clone()
+        .unwrap()
+}
+
+/// The function's `status` from the admin API.
+pub async fn status_of(wafer: &Wafer, function: &str) -> serde_json::Value {
+    info_of(wafer, function).await["status"].clone()
 }
 
 /// Waits until the function has `n` idle instances.
