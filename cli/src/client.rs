@@ -16,6 +16,29 @@ pub struct ServerArgs {
     pub token: Option<String>,
 }
 
+/// How a listing command prints: a table for people, or the API's JSON for scripts.
+#[derive(clap::Args, Debug)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// The same as `--output json`.
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+impl OutputArgs {
+    pub fn json(&self) -> bool {
+        self.json || self.output == Output::Json
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -5,10 +5,12 @@
 //! - `commands`: one file per subcommand, each a clap struct with a `run` method;
 //! - `project`: a function's folder on disk: its manifest, building it, its component;
 //! - `client`: the admin API over HTTP, as the commands use it;
+//! - `progress`: progress of long steps (upload, compiling on the server), on terminals only;
 //! - `signals`: stopping a server process on SIGTERM or Ctrl-C, draining first.
 
 mod client;
 mod commands;
+mod progress;
 mod project;
 mod signals;
 
@@ -23,8 +25,17 @@ use clap::Parser;
     about = "WebAssembly functions: deploy a component, call it over HTTP"
 )]
 struct Cli {
+    /// How server logs are written: `text` for people, `json` (one object a line) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WAFER_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: commands::Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -37,13 +48,15 @@ fn main() -> ExitCode {
         }
         _ => "warn,lapin=error",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

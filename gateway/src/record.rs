@@ -257,11 +257,19 @@ impl Record {
         Ok(())
     }
 
-    /// Sends all traffic to `to`, or (by default) to the newest kept version older than the
-    /// primary. Returns the version rolled back to.
+    /// Sends all traffic to `to`, or by default back from where the function is going: while
+    /// calls split between versions (a canary), to the oldest of them; otherwise to the newest
+    /// kept version older than the one taking it all. Returns the version rolled back to.
     pub fn rollback(&mut self, to: Option<&str>) -> Result<u64, ApiError> {
         let version = match to {
             Some(selector) => self.resolve(selector)?,
+            None if self.traffic.split.len() > 1 => self
+                .traffic
+                .split
+                .iter()
+                .map(|&(v, _)| v)
+                .min()
+                .expect("a split of several"),
             None => {
                 let primary = self.primary().number;
                 self.versions
@@ -472,6 +480,11 @@ mod tests {
         assert!(r.rollback(None).is_err(), "nothing before 1");
         assert_eq!(r.rollback(Some("3")).unwrap(), 3);
         assert_eq!(r.traffic.split, vec![(3, 1)]);
+        // A canary in progress goes back to the older side, whichever carries more.
+        r.set_traffic(&[("2".into(), 10), ("3".into(), 90)], None)
+            .unwrap();
+        assert_eq!(r.rollback(None).unwrap(), 2);
+        assert_eq!(r.traffic.split, vec![(2, 1)]);
     }
 
     #[test]

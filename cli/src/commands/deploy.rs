@@ -13,6 +13,7 @@ use wafer_gateway::trigger::schedule::config::ScheduleSection;
 use wafer_gateway::units::{ByteSize, HumanDuration};
 
 use crate::client::{Client, ServerArgs};
+use crate::progress::Step;
 use crate::project::Project;
 
 #[derive(clap::Args)]
@@ -136,13 +137,32 @@ impl Deploy {
         manifest.validate(&name)?;
 
         let client = Client::new(&self.server)?;
-        // The server compiles before it answers: seconds for a big component, and on a cluster
-        // every worker installs it first.
-        eprintln!(
-            "deploying {name} ({:.1} MB) to {}: compiling and installing...",
-            component.len() as f64 / 1e6,
-            client.base()
-        );
+        // The upload shows as bytes; then the server compiles before it answers (seconds for a
+        // big component, and on a cluster every worker installs it first): a spinner with the
+        // time so far.
+        let size = component.len() as u64;
+        let step = std::sync::Arc::new(std::sync::Mutex::new(Some(Step::bytes(
+            format!("uploading {name} to {}", client.base()),
+            size,
+        ))));
+        let chunks: Vec<bytes::Bytes> = bytes::Bytes::from(component)
+            .chunks(64 << 10)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        let (last, progress) = (chunks.len(), step.clone());
+        let label = name.clone();
+        let body = futures::stream::iter(chunks.into_iter().enumerate().map(move |(i, chunk)| {
+            let mut step = progress.lock().unwrap();
+            if let Some(s) = step.as_ref() {
+                s.advance(chunk.len() as u64);
+            }
+            if i + 1 == last
+                && let Some(s) = step.take()
+            {
+                *step = Some(s.next(format!("compiling and installing {label} on the server")));
+            }
+            Ok::<_, std::io::Error>(chunk)
+        }));
         let form = Form::new()
             .part(
                 "manifest",
@@ -151,7 +171,7 @@ impl Deploy {
             )
             .part(
                 "component",
-                Part::bytes(component)
+                Part::stream_with_length(reqwest::Body::wrap_stream(body), size)
                     .file_name(format!("{name}.wasm"))
                     .mime_str("application/wasm")?,
             );
@@ -172,8 +192,11 @@ impl Deploy {
                     .query(&query)
                     .multipart(form),
             )
-            .await
-            .with_context(|| format!("failed to deploy `{name}`"))?;
+            .await;
+        if let Some(step) = step.lock().unwrap().take() {
+            step.done();
+        }
+        let response = response.with_context(|| format!("failed to deploy `{name}`"))?;
         let deployed: Deployed = response.json().await?;
         if deployed.deployed_version == deployed.version {
             println!(

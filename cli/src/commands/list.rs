@@ -6,13 +6,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use reqwest::Method;
 use serde::Deserialize;
 
-use crate::client::{Client, ServerArgs};
+use crate::client::{Client, OutputArgs, ServerArgs};
 
 #[derive(clap::Args)]
 pub struct List {
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -82,7 +81,7 @@ impl List {
         let response = client
             .send(client.request(Method::GET, "/_wafer/v1/functions"))
             .await?;
-        if self.json {
+        if self.output.json() {
             println!("{}", response.text().await?);
             return Ok(ExitCode::SUCCESS);
         }

@@ -3,6 +3,7 @@
 
 mod build;
 mod cluster;
+mod completions;
 mod delete;
 mod deploy;
 mod gateway;
@@ -43,10 +44,13 @@ pub enum Command {
     Versions(versions::Versions),
     /// Split a function's calls between versions by weight (`7=90 8=10`), or send all to one.
     Traffic(versions::Traffic),
-    /// Send all of a function's traffic back to the previous version (or --to V), at once.
+    /// Send all of a function's traffic back, at once: from a split to its oldest version, else
+    /// to the previous version (or --to V).
     Rollback(versions::Rollback),
     /// Name a version (`wafer tag NAME 8 canary`): calls pin it with `x-wafer-version`.
     Tag(versions::Tag),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Completions),
     /// Send messages to a RabbitMQ queue, or look at one (for trying queue triggers).
     #[command(subcommand)]
     Queue(queue::Queue),
@@ -70,6 +74,7 @@ impl Command {
             Command::Rollback(c) => c.run().await,
             Command::Tag(c) => c.run().await,
             Command::Queue(c) => c.run().await,
+            Command::Completions(c) => c.run().await,
         }
     }
 }

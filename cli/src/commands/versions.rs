@@ -8,14 +8,13 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{Client, ServerArgs};
+use crate::client::{Client, OutputArgs, ServerArgs};
 
 #[derive(clap::Args)]
 pub struct Versions {
     name: String,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -40,7 +39,8 @@ pub struct Traffic {
 #[derive(clap::Args)]
 pub struct Rollback {
     name: String,
-    /// The version to send all traffic to [default: the one before the current].
+    /// The version to send all traffic to [default: while a split runs, its oldest version;
+    /// else the one before the current].
     #[arg(long, value_name = "VERSION")]
     to: Option<String>,
     #[command(flatten)]
@@ -150,7 +150,7 @@ impl Versions {
             ))
             .await
             .with_context(|| format!("failed to list the versions of `{name}`"))?;
-        if self.json {
+        if self.output.json() {
             println!("{}", response.text().await?);
             return Ok(ExitCode::SUCCESS);
         }

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `wafer` binary on port 0, real components, real HTTP.
 
+mod cli;
 mod clients;
 mod crash;
 mod deploy;
