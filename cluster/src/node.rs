@@ -322,6 +322,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/_wafer/worker/v1/functions/{name}", get(status))
         .route("/_wafer/worker/v1/functions/{name}/logs", get(logs))
+        .route("/_wafer/worker/v1/functions/{name}/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_token));
     Router::new()
         .route("/_wafer/healthz", get(healthz))
@@ -435,6 +436,15 @@ async fn prepare(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 async fn status(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
     match node.worker.status(&name).await {
         Some(status) => Json(status).into_response(),
+        None => {
+            ApiError::NotFound(format!("`{name}` is not deployed on this worker")).into_response()
+        }
+    }
+}
+
+async fn stats(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
+    match node.worker.stats(&name).await {
+        Some(stats) => Json(stats).into_response(),
         None => {
             ApiError::NotFound(format!("`{name}` is not deployed on this worker")).into_response()
         }

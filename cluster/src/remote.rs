@@ -31,6 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
 use wafer_gateway::Store;
+use wafer_worker::stats::CallStats;
 use wafer_worker::{
     Backend, Body, DeployError, Deployment, FunctionStatus, Installed, InvokeError, Limits,
     LogEvent, LogQuery, LogStream, MemberHealth, Request, Response, WorkerHealth, full_body,
@@ -477,7 +478,24 @@ impl Inner {
                 sum.cold_starts += s.cold_starts;
                 sum.warm_starts += s.warm_starts;
                 sum.invocations_ok += s.invocations_ok;
+                sum.invocations_failed += s.invocations_failed;
                 sum.last_call_ms = sum.last_call_ms.max(s.last_call_ms);
+                sum
+            })
+    }
+
+    /// Every worker's buckets, added up.
+    async fn stats(&self, function: &str) -> Option<CallStats> {
+        let path = format!("{}/stats", wire::function_path(function));
+        let members = self.members.live().members.clone();
+        let answers =
+            futures::future::join_all(members.iter().map(|m| self.ask_json::<CallStats>(m, &path)))
+                .await;
+        answers
+            .into_iter()
+            .filter_map(|a| a.ok().flatten())
+            .reduce(|mut sum, s| {
+                sum.merge(&s);
                 sum
             })
     }
@@ -740,6 +758,11 @@ impl Backend for RemoteBackend {
     fn status(&self, function: &str) -> BoxFuture<'static, Option<FunctionStatus>> {
         let (inner, function) = (self.inner.clone(), function.to_string());
         Box::pin(async move { inner.status(&function).await })
+    }
+
+    fn stats(&self, function: &str) -> BoxFuture<'static, Option<CallStats>> {
+        let (inner, function) = (self.inner.clone(), function.to_string());
+        Box::pin(async move { inner.stats(&function).await })
     }
 
     fn logs(&self, function: &str, query: LogQuery) -> BoxFuture<'static, Option<LogStream>> {

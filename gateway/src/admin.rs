@@ -1,5 +1,8 @@
-//! The admin API under `/_wafer/v1/` (bearer token required), plus `/_wafer/healthz` and
-//! `/_wafer/metrics` (open, like most exporters; they carry no secrets).
+//! The admin API under `/_wafer/v1/` (bearer token required), plus `/_wafer/healthz`,
+//! `/_wafer/metrics` and `/_wafer/v1/openapi.json` (open, like most exporters; they carry no
+//! secrets). The routes and their OpenAPI document come from one list (`open` and
+//! `protected`), so the document cannot leave a route out; `openapi` adds what the handlers
+//! cannot say themselves.
 //!
 //! | method | path | what |
 //! |---|---|---|
@@ -13,6 +16,10 @@
 //! | DELETE | `/_wafer/v1/functions/{name}` | delete it |
 //! | any | `/_wafer/v1/functions/{name}/invoke` | call it, bypassing routes; `x-wafer-path` sets the path it sees |
 //! | GET | `/_wafer/v1/functions/{name}/logs?tail=N&follow=true` | its output, as JSON lines |
+//! | GET | `/_wafer/v1/functions/{name}/stats` | its last hour of calls in 10 s buckets |
+//! | GET | `/_wafer/v1/functions/{name}/queues` | its queue triggers and their queues' depths |
+
+mod openapi;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -25,45 +32,63 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::any;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use wafer_worker::{FunctionStatus, LogEvent, LogQuery};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wafer_worker::logs::LogLine;
+use wafer_worker::stats::{BUCKET_MS, StatsBucket, WINDOW_BUCKETS};
+use wafer_worker::{FunctionStatus, LogEvent, LogQuery, WorkerHealth};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::functions::{Changed, DeployOptions, Record, Version};
 use crate::manifest::{Manifest, validate_name};
 use crate::state::Gateway;
 use crate::trigger;
 use crate::trigger::amqp::config::redact_url;
+use crate::trigger::amqp::{QueueInfo, TriggerStatus};
+
+pub use openapi::document;
 
 pub(crate) fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
     let max_upload = usize::try_from(gateway.config.max_upload).unwrap_or(usize::MAX);
-    let v1 = Router::new()
-        .route("/_wafer/v1/functions", get(list))
-        .route(
-            "/_wafer/v1/functions/{name}",
-            get(show)
-                .put(deploy)
-                .delete(delete)
-                .layer(DefaultBodyLimit::max(max_upload)),
-        )
-        .route("/_wafer/v1/functions/{name}/versions", get(versions))
-        .route("/_wafer/v1/functions/{name}/traffic", put(traffic))
-        .route("/_wafer/v1/functions/{name}/rollback", post(rollback))
-        .route(
-            "/_wafer/v1/functions/{name}/tags/{tag}",
-            put(tag).delete(untag),
-        )
-        .route("/_wafer/v1/functions/{name}/invoke", any(invoke))
-        .route("/_wafer/v1/functions/{name}/logs", get(logs))
+    let token = middleware::from_fn_with_state(gateway, require_token);
+    let (router, _) = open()
+        .merge(protected(max_upload).route_layer(token.clone()))
+        .split_for_parts();
+    // Unknown API paths answer 404 in the API's own error shape, after the token check.
+    let unknown = Router::new()
         .route("/_wafer/v1/{*rest}", any(unknown))
-        .route_layer(middleware::from_fn_with_state(gateway, require_token));
-    Router::new()
-        .route("/_wafer/healthz", get(healthz))
-        .route("/_wafer/metrics", get(metrics))
-        .merge(v1)
+        .route_layer(token);
+    router.merge(unknown)
+}
+
+/// The routes anyone may call, each with its part of the OpenAPI document.
+fn open() -> OpenApiRouter<Arc<Gateway>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::serve))
+}
+
+/// The routes that need the admin token, each with its part of the OpenAPI document.
+fn protected(max_upload: usize) -> OpenApiRouter<Arc<Gateway>> {
+    let (schemas, paths, one) = routes!(show, deploy, delete);
+    let one = one.layer(DefaultBodyLimit::max(max_upload));
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes((schemas, paths, one))
+        .routes(routes!(versions))
+        .routes(routes!(traffic))
+        .routes(routes!(rollback))
+        .routes(routes!(tag, untag))
+        .routes(routes!(invoke))
+        .routes(routes!(logs))
+        .routes(routes!(stats))
+        .routes(routes!(queues))
 }
 
 /// Rejects requests without `Authorization: Bearer <the admin token>`. The comparison takes the
@@ -91,6 +116,22 @@ async fn unknown(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no wafer API at {}", uri.path()))
 }
 
+/// The gateway's health, for load balancers and probes.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `stopping` while it shuts down (then with status 503).
+    pub status: &'static str,
+    pub functions: usize,
+    pub worker: WorkerHealth,
+    pub queue_triggers: Vec<TriggerStatus>,
+}
+
+/// Health: 200 while serving, 503 once shutting down.
+#[utoipa::path(get, path = "/_wafer/healthz", tag = "platform", security(()),
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 503, description = "Shutting down", body = Health),
+    ))]
 async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
     let worker = gateway.backend().health().await;
     let status = if worker.shutting_down {
@@ -104,15 +145,23 @@ async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
         .as_ref()
         .map(|t| t.status())
         .unwrap_or_default();
-    let body = serde_json::json!({
-        "status": if worker.shutting_down { "stopping" } else { "ok" },
-        "functions": gateway.functions.len(),
-        "worker": worker,
-        "queue_triggers": triggers,
-    });
+    let body = Health {
+        status: if worker.shutting_down {
+            "stopping"
+        } else {
+            "ok"
+        },
+        functions: gateway.functions.len(),
+        worker,
+        queue_triggers: triggers,
+    };
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/_wafer/metrics", tag = "platform", security(()),
+    responses((status = 200, description = "Every series", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&gateway.metrics.gather())
@@ -129,7 +178,7 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 
 /// A function as the API shows it: its primary version (the one carrying the most traffic),
 /// how calls split, and the worker's view.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FunctionInfo {
     pub name: String,
     /// The primary version.
@@ -142,26 +191,28 @@ pub struct FunctionInfo {
     pub deployed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The primary version's manifest; secret values and broker passwords are redacted.
     pub manifest: Manifest,
     pub traffic: Vec<Share>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky_header: Option<String>,
+    /// Tag -> version.
     pub tags: std::collections::BTreeMap<String, u64>,
     /// Versions kept.
     pub versions_kept: usize,
     /// The primary version's schedules, with their next runs.
     pub schedules: Vec<ScheduleInfo>,
-    /// The worker's view; absent if the function is recorded but could not be loaded.
+    /// The worker's view; null if the function is recorded but could not be loaded.
     pub status: Option<FunctionStatus>,
 }
 
 /// One schedule and when it runs next.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ScheduleInfo {
     pub name: String,
     pub cron: String,
     pub timezone: String,
-    /// RFC 3339 (UTC); absent if the pattern has no slot left.
+    /// RFC 3339 (UTC); null if the pattern has no slot left.
     pub next_run: Option<String>,
 }
 
@@ -184,7 +235,7 @@ fn schedules(record: &Record) -> Vec<ScheduleInfo> {
 }
 
 /// One version's part of the split.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Share {
     pub version: u64,
     pub weight: u32,
@@ -192,7 +243,7 @@ pub struct Share {
 }
 
 /// One kept version.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct VersionInfo {
     pub version: u64,
     pub digest: String,
@@ -204,6 +255,38 @@ pub struct VersionInfo {
     pub tags: Vec<String>,
     /// Percent of calls it takes.
     pub traffic: f64,
+}
+
+/// A function's kept versions, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct Versions {
+    pub function: String,
+    pub sticky_header: Option<String>,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// The answer to a deploy: the function as it is now, and the version the deploy made.
+#[derive(Serialize, ToSchema)]
+pub struct Deployed {
+    #[serde(flatten)]
+    pub function: FunctionInfo,
+    pub deployed_version: u64,
+    /// Workers that had not installed the version when the deploy stopped waiting (a cluster).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slow_workers: Vec<String>,
+}
+
+/// The answer to a change of traffic or tags: the function as it is now, and the split it had
+/// before.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeInfo {
+    #[serde(flatten)]
+    pub function: FunctionInfo,
+    pub previous_traffic: Vec<Share>,
+    /// The version the change was about (rolled back to, tagged, or the primary).
+    pub changed_version: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slow_workers: Vec<String>,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -257,6 +340,9 @@ async fn info(gateway: &Gateway, record: Record) -> FunctionInfo {
     }
 }
 
+/// Every deployed function.
+#[utoipa::path(get, path = "/_wafer/v1/functions", tag = "functions",
+    responses((status = 200, description = "Every function, by name", body = Vec<FunctionInfo>)))]
 async fn list(State(gateway): State<Arc<Gateway>>) -> Json<Vec<FunctionInfo>> {
     let records = gateway.functions.list();
     Json(futures::future::join_all(records.into_iter().map(|r| info(&gateway, r))).await)
@@ -269,6 +355,13 @@ fn known(gateway: &Gateway, name: &str) -> Result<Record, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no function named `{name}`")))
 }
 
+/// One function.
+#[utoipa::path(get, path = "/_wafer/v1/functions/{name}", tag = "functions",
+    params(openapi::Name),
+    responses(
+        (status = 200, description = "The function", body = FunctionInfo),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
 async fn show(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
@@ -277,15 +370,42 @@ async fn show(
     Ok(Json(info(&gateway, record).await))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeployQuery {
-    /// `false`: the new version takes no traffic yet.
+    /// `false`: the new version takes no traffic yet (try it with `x-wafer-version`).
     traffic: Option<bool>,
+    /// Why this version exists (at most 1,000 bytes), shown in its history.
     message: Option<String>,
     /// A tag for the new version.
     tag: Option<String>,
 }
 
+/// The multipart form a deploy sends.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only describes the form; the handler reads it field by field.
+struct DeployForm {
+    /// `wafer.toml` (a `.toml` file name or a TOML content type) or the same as JSON; may be
+    /// left out for all defaults.
+    manifest: Option<String>,
+    /// The WebAssembly component or WASI 0.1 module.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/wasm")]
+    component: Vec<u8>,
+}
+
+/// Deploys a new version: validated and compiled before anything refers to it; it takes all
+/// traffic unless `traffic=false`.
+#[utoipa::path(put, path = "/_wafer/v1/functions/{name}", tag = "functions",
+    params(openapi::Name, DeployQuery),
+    request_body(content = DeployForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The function was new", body = Deployed),
+        (status = 200, description = "A new version of a function that existed", body = Deployed),
+        (status = 400, description = "A bad manifest, component or form", body = ErrorBody),
+        (status = 409, description = "Another change was committed first, or the route is taken", body = ErrorBody),
+        (status = 413, description = "The upload is over the limit", body = ErrorBody),
+        (status = 507, description = "The data directory is full", body = ErrorBody),
+    ))]
 async fn deploy(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
@@ -354,18 +474,25 @@ async fn deploy(
     } else {
         StatusCode::OK
     };
-    let mut body = serde_json::to_value(info(&gateway, deployed.record).await).unwrap_or_default();
-    body["deployed_version"] = deployed.version.into();
-    if !deployed.slow_workers.is_empty() {
-        body["slow_workers"] = deployed.slow_workers.into();
-    }
+    let body = Deployed {
+        function: info(&gateway, deployed.record).await,
+        deployed_version: deployed.version,
+        slow_workers: deployed.slow_workers,
+    };
     Ok((status, Json(body)).into_response())
 }
 
+/// The function's kept versions, newest first, with their tags and shares of traffic.
+#[utoipa::path(get, path = "/_wafer/v1/functions/{name}/versions", tag = "versions",
+    params(openapi::Name),
+    responses(
+        (status = 200, description = "Its versions", body = Versions),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
 async fn versions(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Versions>, ApiError> {
     let record = known(&gateway, &name)?;
     let versions: Vec<VersionInfo> = record
         .versions
@@ -381,49 +508,55 @@ async fn versions(
             traffic: record.share(v.number),
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "function": name,
-        "sticky_header": record.traffic.sticky_header,
-        "versions": versions,
-    })))
+    Ok(Json(Versions {
+        function: name,
+        sticky_header: record.traffic.sticky_header.clone(),
+        versions,
+    }))
 }
 
 /// The answer to a change: the function as it is now, and the split it had before.
-async fn changed(gateway: &Gateway, before: Record, changed: Changed) -> Json<serde_json::Value> {
-    let mut body = serde_json::to_value(info(gateway, changed.record).await).unwrap_or_default();
-    body["previous_traffic"] = serde_json::to_value(shares(&before)).unwrap_or_default();
-    body["changed_version"] = changed.version.into();
-    if !changed.slow_workers.is_empty() {
-        body["slow_workers"] = changed.slow_workers.into();
-    }
-    Json(body)
+async fn changed(gateway: &Gateway, before: Record, changed: Changed) -> Json<ChangeInfo> {
+    Json(ChangeInfo {
+        function: info(gateway, changed.record).await,
+        previous_traffic: shares(&before),
+        changed_version: changed.version,
+        slow_workers: changed.slow_workers,
+    })
 }
 
-#[derive(Deserialize)]
+/// A version as a request names it: a number, a tag, or `latest`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged, expecting = "a version: a number, a tag or `latest`")]
+enum Selector {
+    Number(u64),
+    Name(String),
+}
+
+impl Selector {
+    fn text(&self) -> String {
+        match self {
+            Selector::Number(n) => n.to_string(),
+            Selector::Name(name) => name.clone(),
+        }
+    }
+}
+
+/// How calls split between versions.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TrafficBody {
+    /// At most 16 versions; weights are relative (they need not add up to 100).
     split: Vec<SplitEntry>,
     /// A header name keeps callers on one version; `""` stops that; absent leaves it as is.
     sticky_header: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SplitEntry {
-    /// A number, a tag or `latest` (a JSON number works too).
-    version: serde_json::Value,
+    version: Selector,
     weight: u32,
-}
-
-/// A selector as sent: `"7"`, `7`, `"canary"`, `"latest"`.
-fn selector(value: &serde_json::Value) -> Result<String, ApiError> {
-    match value {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        other => Err(ApiError::BadRequest(format!(
-            "a version is a number, a tag or `latest`, not {other}"
-        ))),
-    }
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -435,17 +568,27 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
 }
 
+/// Splits calls between versions (each must be kept); the change reaches calls at once.
+#[utoipa::path(put, path = "/_wafer/v1/functions/{name}/traffic", tag = "versions",
+    params(openapi::Name),
+    request_body(content = TrafficBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new split (and the one before)", body = ChangeInfo),
+        (status = 400, description = "A version that is not kept, a bad weight or body", body = ErrorBody),
+        (status = 404, description = "No such function", body = ErrorBody),
+        (status = 409, description = "Another change was committed first", body = ErrorBody),
+    ))]
 async fn traffic(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ChangeInfo>, ApiError> {
     let body: TrafficBody = json_body(&body)?;
-    let split = body
+    let split: Vec<(String, u32)> = body
         .split
         .iter()
-        .map(|e| Ok((selector(&e.version)?, e.weight)))
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .map(|e| (e.version.text(), e.weight))
+        .collect();
     let sticky = body
         .sticky_header
         .map(|h| Some(h).filter(|h| !h.is_empty()));
@@ -461,19 +604,31 @@ async fn traffic(
     Ok(changed(&gateway, before, done).await)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
-    to: Option<serde_json::Value>,
+    /// The version to send all traffic to [default: the newest kept version older than the
+    /// primary; during a split, its oldest version].
+    to: Option<Selector>,
 }
 
+/// Sends all traffic back to an earlier version at once (no compiling: its code is stored).
+#[utoipa::path(post, path = "/_wafer/v1/functions/{name}/rollback", tag = "versions",
+    params(openapi::Name),
+    request_body(content = Option<RollbackBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "All traffic on the version rolled back to", body = ChangeInfo),
+        (status = 400, description = "Nothing to roll back to, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such function", body = ErrorBody),
+        (status = 409, description = "Another change was committed first", body = ErrorBody),
+    ))]
 async fn rollback(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ChangeInfo>, ApiError> {
     let body: RollbackBody = json_body(&body)?;
-    let to = body.to.as_ref().map(selector).transpose()?;
+    let to = body.to.as_ref().map(Selector::text);
     let before = known(&gateway, &name)?;
     let done = gateway
         .functions
@@ -483,19 +638,29 @@ async fn rollback(
     Ok(changed(&gateway, before, done).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagBody {
-    version: serde_json::Value,
+    version: Selector,
 }
 
+/// Names a version (a tagged version is served, so calls can pin it).
+#[utoipa::path(put, path = "/_wafer/v1/functions/{name}/tags/{tag}", tag = "versions",
+    params(openapi::Name, openapi::Tag),
+    request_body(content = TagBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The function with the tag", body = ChangeInfo),
+        (status = 400, description = "A bad tag, a version not kept, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such function", body = ErrorBody),
+        (status = 409, description = "Another change was committed first", body = ErrorBody),
+    ))]
 async fn tag(
     State(gateway): State<Arc<Gateway>>,
     Path((name, tag)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ChangeInfo>, ApiError> {
     let body: TagBody = json_body(&body)?;
-    let version = selector(&body.version)?;
+    let version = body.version.text();
     let before = known(&gateway, &name)?;
     let done = gateway
         .functions
@@ -506,10 +671,18 @@ async fn tag(
     Ok(changed(&gateway, before, done).await)
 }
 
+/// Removes a tag.
+#[utoipa::path(delete, path = "/_wafer/v1/functions/{name}/tags/{tag}", tag = "versions",
+    params(openapi::Name, openapi::Tag),
+    responses(
+        (status = 200, description = "The function without the tag", body = ChangeInfo),
+        (status = 404, description = "No such function", body = ErrorBody),
+        (status = 409, description = "Another change was committed first", body = ErrorBody),
+    ))]
 async fn untag(
     State(gateway): State<Arc<Gateway>>,
     Path((name, tag)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ChangeInfo>, ApiError> {
     let before = known(&gateway, &name)?;
     let done = gateway
         .functions
@@ -536,6 +709,13 @@ fn upload_error(e: MultipartError) -> ApiError {
     }
 }
 
+/// Deletes the function: its versions, triggers, schedules and logs.
+#[utoipa::path(delete, path = "/_wafer/v1/functions/{name}", tag = "functions",
+    params(openapi::Name),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
 async fn delete(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
@@ -547,6 +727,17 @@ async fn delete(
     }
 }
 
+/// Calls the function with this request, whatever its route; `x-wafer-path` sets the path it
+/// sees, `x-wafer-version` pins a version. The answer is the function's own.
+#[utoipa::path(method(get, post, put, delete, patch, head, options),
+    path = "/_wafer/v1/functions/{name}/invoke", tag = "functions",
+    params(openapi::Name,
+        ("x-wafer-path" = Option<String>, Header, description = "The path the function sees [default: its route]"),
+        ("x-wafer-version" = Option<String>, Header, description = "A version number or tag to call")),
+    request_body(content = String, content_type = "*/*", description = "Passed to the function as it is"),
+    responses(
+        (status = "default", description = "The function's answer, or a platform error with `x-wafer-error` set"),
+    ))]
 async fn invoke(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
@@ -576,13 +767,25 @@ async fn invoke(
     Ok(trigger::http::call(backend, max_body, &name, &target, request).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// The most recent lines to start with [default: 100].
     tail: Option<usize>,
+    /// Go on with new lines as they come, until the client hangs up.
     #[serde(default)]
     follow: bool,
 }
 
+/// The function's output (stdout, stderr, and wafer's notes about its calls), one JSON object
+/// per line, oldest first.
+#[utoipa::path(get, path = "/_wafer/v1/functions/{name}/logs", tag = "functions",
+    params(openapi::Name, LogsQuery),
+    responses(
+        (status = 200, description = "Its lines; with `follow`, the stream stays open", body = LogLine,
+            content_type = "application/x-ndjson"),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
 async fn logs(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
@@ -615,4 +818,118 @@ fn json_line(event: &LogEvent) -> String {
     };
     text.push('\n');
     text
+}
+
+/// A function's last hour of calls.
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    pub function: String,
+    pub bucket_seconds: u64,
+    pub window_seconds: u64,
+    /// The server's clock when it answered (ms since the Unix epoch).
+    pub now_ms: u64,
+    pub totals: StatsTotals,
+    /// One point per bucket, oldest first; the last is the current, partial bucket.
+    pub points: Vec<StatsPoint>,
+}
+
+/// Calls over the whole window.
+#[derive(Serialize, ToSchema, Default)]
+pub struct StatsTotals {
+    pub calls: u64,
+    pub errors: u64,
+    pub cold: u64,
+    pub warm: u64,
+}
+
+/// One bucket of calls.
+#[derive(Serialize, ToSchema)]
+pub struct StatsPoint {
+    /// The bucket's start (ms since the Unix epoch).
+    pub t_ms: u64,
+    /// Calls that finished in it, and how many of them failed.
+    pub calls: u64,
+    pub errors: u64,
+    /// Calls that started an instance, and calls a live instance took.
+    pub cold: u64,
+    pub warm: u64,
+    /// Call durations (the worker's part: admission to the end of the handler), estimated from
+    /// half-octave bins, so within about 19%; null without calls.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Mean time to start an instance; null if none started.
+    pub instantiate_ms: Option<f64>,
+}
+
+impl From<&StatsBucket> for StatsPoint {
+    fn from(b: &StatsBucket) -> StatsPoint {
+        StatsPoint {
+            t_ms: b.start_ms,
+            calls: b.calls,
+            errors: b.errors,
+            cold: b.cold,
+            warm: b.warm,
+            p50_ms: b.percentile_ms(0.5),
+            p99_ms: b.percentile_ms(0.99),
+            instantiate_ms: b.instantiate_ms(),
+        }
+    }
+}
+
+/// The function's last hour of calls in 10-second buckets (every worker's, added up): calls,
+/// errors, cold and warm starts, p50/p99 latency and instantiation time. Kept in memory, so it
+/// starts empty when the server does.
+#[utoipa::path(get, path = "/_wafer/v1/functions/{name}/stats", tag = "functions",
+    params(openapi::Name),
+    responses(
+        (status = 200, description = "One point per bucket", body = Stats),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
+async fn stats(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Json<Stats>, ApiError> {
+    known(&gateway, &name)?;
+    let now_ms = wafer_worker::time::now_ms();
+    let window = gateway
+        .backend()
+        .stats(&name)
+        .await
+        .unwrap_or_default()
+        .window(now_ms);
+    let totals = window.iter().fold(StatsTotals::default(), |mut t, b| {
+        t.calls += b.calls;
+        t.errors += b.errors;
+        t.cold += b.cold;
+        t.warm += b.warm;
+        t
+    });
+    Ok(Json(Stats {
+        function: name,
+        bucket_seconds: BUCKET_MS / 1000,
+        window_seconds: BUCKET_MS * WINDOW_BUCKETS / 1000,
+        now_ms,
+        totals,
+        points: window.iter().map(StatsPoint::from).collect(),
+    }))
+}
+
+/// The function's queue triggers (of this gateway), their connection state, and how many
+/// messages wait in each queue and its dead-letter queue.
+#[utoipa::path(get, path = "/_wafer/v1/functions/{name}/queues", tag = "functions",
+    params(openapi::Name),
+    responses(
+        (status = 200, description = "Its triggers", body = Vec<QueueInfo>),
+        (status = 404, description = "No such function", body = ErrorBody),
+    ))]
+async fn queues(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<QueueInfo>>, ApiError> {
+    known(&gateway, &name)?;
+    let queues = match &gateway.functions.triggers {
+        Some(triggers) => triggers.queues(&name).await,
+        None => Vec::new(),
+    };
+    Ok(Json(queues))
 }

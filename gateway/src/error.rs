@@ -13,6 +13,13 @@ use wafer_worker::{DeployError, InvokeError};
 #[error("{0}")]
 pub struct ManifestError(pub String);
 
+/// What every error answers, with its kind in the `x-wafer-error` header.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -46,6 +53,23 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Every `x-wafer-error` kind the gateway's own errors answer with (a call's errors add
+    /// [`InvokeError::KINDS`]).
+    pub const KINDS: &[&str] = &[
+        "bad_request",
+        "not_found",
+        "no_version",
+        "conflict",
+        "too_large",
+        "unavailable",
+        "unauthorized",
+        "invalid_manifest",
+        "invalid_component",
+        "invalid_limits",
+        "storage",
+        "internal",
+    ];
+
     pub fn storage(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApiError {
         let context = context.into();
         move |source| ApiError::Storage { context, source }
@@ -121,7 +145,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
         )
             .into_response();
         let headers = response.headers_mut();

@@ -9,7 +9,9 @@
 //! like `trigger/amqp/delivery.rs`, count as part of it, while `trigger` is a folder of two):
 //! - [`server`]: the axum app, serving it with graceful shutdown and client limits, and the
 //!   fallback route that sends function traffic to [`trigger::http`];
-//! - [`admin`]: the admin API (`/_wafer/v1/...`, bearer token) and health/metrics;
+//! - [`admin`]: the admin API (`/_wafer/v1/...`, bearer token), health/metrics, and its
+//!   OpenAPI document ([`admin::document`]);
+//! - `console`: the web console at `/_wafer/` (embedded assets; it reads the admin API);
 //! - [`state`]: the shared state every handler gets ([`Gateway`]) and its settings;
 //! - [`functions`]: deployed functions, deploys and deletes, the route table;
 //! - [`store`]: where records live and the commit point ([`store::DiskStore`]: the data
@@ -26,6 +28,7 @@
 //! The crate root only declares and re-exports (checked by `cli/tests/module_graph.rs`).
 
 pub mod admin;
+mod console;
 pub mod error;
 pub mod functions;
 pub mod manifest;

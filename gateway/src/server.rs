@@ -1,4 +1,4 @@
-//! The axum app (admin API, health, metrics, function traffic) and serving it until shutdown,
+//! The axum app (admin API, console, health, metrics, function traffic) and serving it until shutdown,
 //! with the limits that keep one client from hurting the others: a cap on connections, a time
 //! limit for reading request headers, and an idle limit between request body chunks.
 
@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
 use crate::state::{ConnectionLimits, Gateway};
-use crate::{admin, trigger};
+use crate::{admin, console, trigger};
 
 /// The largest request head (request line and headers) read, in bytes.
 const MAX_HEAD: usize = 64 << 10;
@@ -29,6 +29,7 @@ const MAX_HEAD: usize = 64 << 10;
 pub fn app(gateway: Arc<Gateway>) -> Router {
     let idle = gateway.config.connections.body_idle_timeout;
     admin::routes(gateway.clone())
+        .merge(console::routes())
         .fallback(route)
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::map_request(

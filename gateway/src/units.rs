@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 /// A size in bytes, written as a number or as `"64MiB"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +75,42 @@ impl std::fmt::Display for ByteSize {
         f.write_str(&fmt_bytes(self.0))
     }
 }
+
+/// Sizes and durations are written as a number or a string with a unit, and shown as strings.
+fn number_or_string(description: &str, example: &str) -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(description))
+        .examples([serde_json::Value::from(example)])
+        .into()
+}
+
+impl utoipa::PartialSchema for ByteSize {
+    fn schema() -> RefOr<Schema> {
+        number_or_string(
+            "A size: a number of bytes, or a string like \"128MiB\"",
+            "128MiB",
+        )
+    }
+}
+
+impl utoipa::ToSchema for ByteSize {}
+
+impl utoipa::PartialSchema for HumanDuration {
+    fn schema() -> RefOr<Schema> {
+        number_or_string(
+            "A duration: a number of seconds, or a string like \"30s\"",
+            "30s",
+        )
+    }
+}
+
+impl utoipa::ToSchema for HumanDuration {}
 
 /// A duration, written as `"30s"`, `"500ms"`, `"2m"` or a number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -254,3 +254,145 @@ async fn bad_uploads_are_refused_naming_what_is_wrong() {
         (StatusCode::BAD_REQUEST, Some("invalid_manifest"))
     );
 }
+
+/// The `method | path` rows of the admin module's route table.
+fn documented_rows() -> Vec<(Vec<String>, String)> {
+    include_str!("../src/admin.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! | "))
+        .filter(|row| !row.starts_with("method") && !row.starts_with("---"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let methods = cells[0].split(", ").map(str::to_lowercase).collect();
+            let path = cells[1].trim_matches('`');
+            let path = path.split('?').next().unwrap().to_string();
+            (methods, path)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_and_every_route_in_it_answers() {
+    let app = app().await;
+    // Open, like health: tools fetch it before they have a token.
+    let (status, _, body) = send(&app, get("/_wafer/v1/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+
+    let rows = documented_rows();
+    assert!(rows.len() >= 12, "{rows:?}");
+    for (methods, path) in &rows {
+        for method in methods {
+            let method = if method == "any" { "post" } else { method };
+            assert!(
+                paths.get(path).and_then(|p| p.get(method)).is_some(),
+                "{method} {path} is served but not in the document"
+            );
+        }
+    }
+
+    // Each operation in the document is a route: without the token a protected one answers
+    // 401, and with it none answers 405 or the API's "no such route".
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{name}", "nobody").replace("{tag}", "canary");
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let open = operation["security"] == serde_json::json!([{}]);
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&concrete)
+                .body(Body::empty())
+                .unwrap();
+            let (status, kind, body) = send(&app, request).await;
+            if open {
+                assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+            } else {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+                assert_eq!(kind.as_deref(), Some("unauthorized"));
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} does not document its 401"
+                );
+            }
+            let request = admin(&method.to_uppercase(), &concrete)
+                .body(Body::empty())
+                .unwrap();
+            let (status, _, body) = send(&app, request).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body.contains("no wafer API at"),
+                "{method} {path} is in the document but not served: {body}"
+            );
+        }
+    }
+    assert!(operations >= 16, "{operations} operations");
+
+    // The error shape and its kinds are described once and used everywhere.
+    let kinds =
+        &doc["components"]["responses"]["Error"]["headers"]["x-wafer-error"]["schema"]["enum"];
+    for kind in ["unauthorized", "not_found", "no_version", "timeout", "trap"] {
+        assert!(
+            kinds.as_array().unwrap().iter().any(|k| k == kind),
+            "{kind} not in {kinds}"
+        );
+    }
+    let deploy = &paths["/_wafer/v1/functions/{name}"]["put"];
+    assert!(deploy["requestBody"]["content"]["multipart/form-data"].is_object());
+    assert!(deploy["responses"]["413"]["headers"]["x-wafer-error"].is_object());
+}
+
+#[tokio::test]
+async fn stats_count_each_call_in_its_bucket() {
+    let app = app().await;
+    let wasm = module();
+    let deployed = upload(
+        "cgi",
+        &[
+            ("manifest", "wafer.toml", b"route = \"/cgi\"\n"),
+            ("component", "c.wasm", &wasm),
+        ],
+    );
+    assert_eq!(send(&app, deployed).await.0, StatusCode::CREATED);
+    for _ in 0..3 {
+        assert_eq!(send(&app, get("/cgi")).await.0, StatusCode::OK);
+    }
+    let request = admin("GET", "/_wafer/v1/functions/cgi/stats")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["bucket_seconds"], 10);
+    let points = stats["points"].as_array().unwrap();
+    assert_eq!(points.len(), 360);
+    // A WASI 0.1 command starts an instance for every call.
+    assert_eq!(stats["totals"]["calls"], 3, "{}", stats["totals"]);
+    assert_eq!(stats["totals"]["cold"], 3);
+    assert_eq!(stats["totals"]["errors"], 0);
+    let calls: u64 = points.iter().map(|p| p["calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, 3);
+    assert!(
+        points
+            .iter()
+            .any(|p| p["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0))
+    );
+    assert!(points.iter().any(|p| p["instantiate_ms"].is_number()));
+    let request = admin("GET", "/_wafer/v1/functions/nobody/stats")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_console_is_embedded_and_needs_no_token_to_load() {
+    let app = app().await;
+    let (status, _, page) = send(&app, get("/_wafer/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("/_wafer/console.js"), "{page}");
+    let response = app.router.clone().oneshot(get("/_wafer")).await.unwrap();
+    assert!(response.status().is_redirection());
+    assert_eq!(response.headers()["location"], "/_wafer/");
+}

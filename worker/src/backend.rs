@@ -17,6 +17,7 @@ use crate::error::{DeployError, InvokeError};
 use crate::limits::Limits;
 use crate::logs::LogLine;
 use crate::outbound::AllowedHosts;
+use crate::stats::CallStats;
 
 /// Errors inside streaming bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,7 +63,7 @@ pub struct Deployment {
 }
 
 /// What a worker says about one deployed function.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FunctionStatus {
     /// The newest version served.
     pub version: u64,
@@ -84,12 +85,15 @@ pub struct FunctionStatus {
     /// Calls served by an instance that was already live.
     pub warm_starts: u64,
     pub invocations_ok: u64,
+    /// Calls that failed, of every kind (refused ones too).
+    #[serde(default)]
+    pub invocations_failed: u64,
     /// Milliseconds since the Unix epoch; absent if never called.
     pub last_call_ms: Option<u64>,
 }
 
 /// A worker's overall state, for health checks (for a cluster: all its workers together).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WorkerHealth {
     /// Whether the pooling allocator is in use (false: it fell back to on-demand allocation).
     pub pooling: bool,
@@ -104,7 +108,7 @@ pub struct WorkerHealth {
 }
 
 /// One worker of a cluster, as its gateway sees it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct MemberHealth {
     pub id: String,
     pub url: String,
@@ -115,7 +119,7 @@ pub struct MemberHealth {
 }
 
 /// What an install achieved beyond "new calls reach the new version".
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Installed {
     /// Workers that had not installed it when the install stopped waiting (a cluster).
     pub slow: Vec<String>,
@@ -180,6 +184,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The function's state, if it is deployed here.
     fn status(&self, function: &str) -> BoxFuture<'static, Option<FunctionStatus>>;
+
+    /// The function's last hour of calls, if it is deployed here.
+    fn stats(&self, function: &str) -> BoxFuture<'static, Option<CallStats>>;
 
     /// The function's log lines, if it has any.
     fn logs(&self, function: &str, query: LogQuery) -> BoxFuture<'static, Option<LogStream>>;

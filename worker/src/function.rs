@@ -178,9 +178,7 @@ impl Function {
                 let instance = P2Instance::start(pre, store, clock, slot, &self.metrics)
                     .await
                     .map_err(|e| crate::error::trap_reason(&e))?;
-                self.metrics
-                    .instantiate
-                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.instantiated(started.elapsed());
                 self.pool.add_prewarmed(instance);
             }
             Code::P3(pre) => {
@@ -200,18 +198,12 @@ impl Function {
 
     /// Records a call that succeeded.
     fn succeeded(&self, started: Instant) {
-        self.metrics.succeeded();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.succeeded(started.elapsed());
     }
 
     /// Records a failed call in the metrics and the function's log.
     fn failed(&self, error: InvokeError, started: Instant) -> InvokeError {
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.failed(&error);
+        self.metrics.ran_and_failed(&error, started.elapsed());
         self.logs.push(Stream::Wafer, error.to_string());
         tracing::debug!(function = %self.name, error = %error, "call failed");
         error

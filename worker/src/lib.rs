@@ -27,7 +27,8 @@
 //! - [`compile`]: code by digest, validated, compiled once, cached on disk ([`disk`]: crash-safe
 //!   files);
 //! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epoch ticker);
-//! - `metrics`: Prometheus series; [`logs`]: guest stdout/stderr, bounded; `error`: the typed
+//! - `metrics`: Prometheus series; [`stats`]: each function's last hour of calls, for the
+//!   console; [`logs`]: guest stdout/stderr, bounded; `error`: the typed
 //!   errors and the one classification of guest failures; [`time`]: wall-clock milliseconds.
 //!
 //! Rules that keep this a one-way graph (checked by `cli/tests/module_graph.rs`): nothing
@@ -50,6 +51,7 @@ pub mod logs;
 mod metrics;
 mod outbound;
 mod pool;
+pub mod stats;
 pub mod time;
 mod worker;
 

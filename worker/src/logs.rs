@@ -39,7 +39,9 @@ const DISK_QUEUE: usize = 64 << 10;
 const DISK_FLUSH: Duration = Duration::from_millis(50);
 
 /// Where a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -68,7 +70,7 @@ impl Stream {
 }
 
 /// One line of a function's output.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,

@@ -6,7 +6,12 @@ use prometheus::{
     Registry,
 };
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use crate::error::InvokeError;
+use crate::stats::{CallStats, Recorder};
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -25,6 +30,8 @@ pub(crate) struct Metrics {
     code: IntCounterVec,
     /// Compiled code held in memory, worker-wide.
     pub(crate) code_bytes: IntGauge,
+    /// Each function's last hour of calls, for the console (shared by its versions).
+    recorders: Arc<Mutex<HashMap<String, Arc<Recorder>>>>,
 }
 
 /// Calls one instance served before it was dropped: 1 is a fresh instance per call, the top
@@ -131,6 +138,7 @@ impl Metrics {
                 "wafer_code_bytes",
                 "Bytes of compiled code held in memory (the functions' code images)",
             )?,
+            recorders: Arc::default(),
         };
         registry.register(Box::new(metrics.invocations.clone()))?;
         registry.register(Box::new(metrics.version_invocations.clone()))?;
@@ -151,7 +159,15 @@ impl Metrics {
     /// The series of one version of `name` (most are the function's, shared by its versions).
     pub(crate) fn function(&self, name: &str, version: u64) -> FunctionMetrics {
         let version = version.to_string();
+        let recorder = self
+            .recorders
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone();
         FunctionMetrics {
+            recorder,
             name: name.to_string(),
             invocations: self.invocations.clone(),
             ok: self.invocations.with_label_values(&[name, "ok"]),
@@ -185,8 +201,15 @@ impl Metrics {
         }
     }
 
+    /// The function's last hour of calls, if it has been deployed here.
+    pub(crate) fn stats(&self, name: &str) -> Option<CallStats> {
+        let recorder = self.recorders.lock().unwrap().get(name).cloned()?;
+        Some(recorder.snapshot())
+    }
+
     /// Drops a deleted function's series so that churn does not grow the registry forever.
     pub(crate) fn remove(&self, name: &str) {
+        self.recorders.lock().unwrap().remove(name);
         for outcome in std::iter::once("ok").chain(InvokeError::KINDS.iter().copied()) {
             let _ = self.invocations.remove_label_values(&[name, outcome]);
         }
@@ -214,10 +237,11 @@ pub(crate) struct FunctionMetrics {
     version_invocations: IntCounterVec,
     pub(crate) ok: IntCounter,
     version_ok: IntCounter,
-    pub(crate) duration: Histogram,
+    duration: Histogram,
     pub(crate) cold_starts: IntCounter,
     pub(crate) warm_starts: IntCounter,
     pub(crate) instantiate: Histogram,
+    recorder: Arc<Recorder>,
     pub(crate) queue_wait: Histogram,
     pub(crate) instance_calls: Histogram,
     pub(crate) idle: IntGauge,
@@ -229,11 +253,52 @@ pub(crate) struct FunctionMetrics {
 }
 
 impl FunctionMetrics {
-    pub(crate) fn succeeded(&self) {
+    /// A call that ran and succeeded after `elapsed`.
+    pub(crate) fn succeeded(&self, elapsed: Duration) {
         self.ok.inc();
         self.version_ok.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.recorder.call(elapsed, true);
     }
 
+    /// A call that ran and failed after `elapsed`.
+    pub(crate) fn ran_and_failed(&self, error: &InvokeError, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        self.recorder.call(elapsed, false);
+        self.failed(error);
+    }
+
+    /// A call that had to start an instance.
+    pub(crate) fn cold_start(&self) {
+        self.cold_starts.inc();
+        self.recorder.start(true);
+    }
+
+    /// A call that an instance already live took.
+    pub(crate) fn warm_start(&self) {
+        self.warm_starts.inc();
+        self.recorder.start(false);
+    }
+
+    /// An instance that took `elapsed` to start (for a call or to pre-warm).
+    pub(crate) fn instantiated(&self, elapsed: Duration) {
+        self.instantiate.observe(elapsed.as_secs_f64());
+        self.recorder.instantiated(elapsed);
+    }
+
+    /// Calls that failed, of every kind.
+    pub(crate) fn failures(&self) -> u64 {
+        InvokeError::KINDS
+            .iter()
+            .map(|kind| {
+                self.invocations
+                    .with_label_values(&[self.name.as_str(), kind])
+                    .get()
+            })
+            .sum()
+    }
+
+    /// A call that failed, whether or not it ran (in the counters only).
     pub(crate) fn failed(&self, error: &InvokeError) {
         self.invocations
             .with_label_values(&[self.name.as_str(), error.kind()])

@@ -173,7 +173,7 @@ impl Pool {
         };
         if instance.is_some() {
             self.metrics.idle.dec();
-            self.metrics.warm_starts.inc();
+            self.metrics.warm_start();
         }
         self.metrics.busy.inc();
         Ok(Lease {
@@ -415,7 +415,7 @@ impl Pool {
         entry.calls += 1;
         let instance = entry.instance.clone();
         services.push(entry);
-        self.metrics.warm_starts.inc();
+        self.metrics.warm_start();
         Some(instance)
     }
 

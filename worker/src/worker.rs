@@ -27,6 +27,7 @@ use crate::gather::gather;
 use crate::limits::{Capacity, Lanes};
 use crate::logs::{LogSink, Logs};
 use crate::metrics::Metrics;
+use crate::stats::CallStats;
 
 /// Worker settings. [`WorkerConfig::new`] states the defaults.
 #[derive(Clone, Debug)]
@@ -358,6 +359,7 @@ impl Inner {
             cold_starts: f.metrics.cold_starts.get(),
             warm_starts: f.metrics.warm_starts.get(),
             invocations_ok: f.metrics.ok.get(),
+            invocations_failed: f.metrics.failures(),
             last_call_ms: f.last_call_ms(),
         })
     }
@@ -446,6 +448,16 @@ impl Backend for Worker {
 
     fn status(&self, function: &str) -> BoxFuture<'static, Option<FunctionStatus>> {
         Box::pin(std::future::ready(self.inner.status(function)))
+    }
+
+    fn stats(&self, function: &str) -> BoxFuture<'static, Option<CallStats>> {
+        let stats = self
+            .inner
+            .functions
+            .contains_key(function)
+            .then(|| self.inner.metrics.stats(function))
+            .flatten();
+        Box::pin(std::future::ready(stats))
     }
 
     fn logs(&self, function: &str, query: LogQuery) -> BoxFuture<'static, Option<LogStream>> {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod clients;
+mod console;
 mod crash;
 mod deploy;
 mod errors;

@@ -66,7 +66,7 @@ impl ConsumerState {
 }
 
 /// What `/_wafer/healthz` says about one trigger.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TriggerStatus {
     pub function: String,
     pub queue: String,
@@ -74,6 +74,46 @@ pub struct TriggerStatus {
     pub broker: String,
     pub connected: bool,
     pub last_error: Option<String>,
+}
+
+/// What the console shows about one trigger: its state and the messages waiting.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueInfo {
+    pub queue: String,
+    /// The broker, without its password.
+    pub broker: String,
+    pub connected: bool,
+    pub last_error: Option<String>,
+    /// Messages ready in the queue (not counting those delivered and not yet acked); absent
+    /// if the broker did not say.
+    pub messages: Option<u32>,
+    pub dead_letter_queue: String,
+    /// Messages in the dead-letter queue; absent if the broker did not say.
+    pub dead_letters: Option<u32>,
+}
+
+/// How long the console waits for the broker to count a queue's messages.
+const COUNT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Messages ready in `queue`, by a passive declare (which changes nothing) on a channel of its
+/// own, since a missing queue closes the channel it was asked on.
+async fn ready_messages(connection: &SharedConnection, queue: &str) -> Option<u32> {
+    let count = async {
+        let channel = connection.channel().await.ok()?;
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+            .await;
+        let _ = channel.close(200, "counted".into()).await;
+        declared.ok().map(|q| q.message_count())
+    };
+    tokio::time::timeout(COUNT_TIMEOUT, count)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Everything one consumer needs.
@@ -276,6 +316,33 @@ impl QueueTriggers {
             .map(Running::stop);
         futures::future::join_all(stops).await;
         self.close_unused().await;
+    }
+
+    /// `function`'s triggers with their queues' message counts, asked of the broker now.
+    pub async fn queues(&self, function: &str) -> Vec<QueueInfo> {
+        let contexts: Vec<Arc<Context>> = self
+            .running
+            .lock()
+            .unwrap()
+            .get(function)
+            .map(|e| e.consumers.iter().map(|r| r.context.clone()).collect())
+            .unwrap_or_default();
+        let infos = contexts.into_iter().map(|c| async move {
+            let (messages, dead_letters) = tokio::join!(
+                ready_messages(&c.connection, &c.trigger.queue),
+                ready_messages(&c.connection, &c.trigger.dead_letter),
+            );
+            QueueInfo {
+                queue: c.trigger.queue.clone(),
+                broker: redact_url(&c.url),
+                connected: c.state.connected.load(Ordering::Relaxed),
+                last_error: c.state.last_error.lock().unwrap().clone(),
+                messages,
+                dead_letter_queue: c.trigger.dead_letter.clone(),
+                dead_letters,
+            }
+        });
+        futures::future::join_all(infos).await
     }
 
     pub fn status(&self) -> Vec<TriggerStatus> {

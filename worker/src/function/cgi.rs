@@ -86,11 +86,8 @@ async fn run(
         .instantiate_async(&mut store)
         .await
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
-    function.metrics.cold_starts.inc();
-    function
-        .metrics
-        .instantiate
-        .observe(instantiating.elapsed().as_secs_f64());
+    function.metrics.cold_start();
+    function.metrics.instantiated(instantiating.elapsed());
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;

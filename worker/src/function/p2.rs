@@ -251,11 +251,8 @@ async fn cold_start(function: &Function, pre: &ProxyPre<Host>) -> Result<P2Insta
     let instance = P2Instance::start(pre, store, clock, slot, &function.metrics)
         .await
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
-    function.metrics.cold_starts.inc();
-    function
-        .metrics
-        .instantiate
-        .observe(started.elapsed().as_secs_f64());
+    function.metrics.cold_start();
+    function.metrics.instantiated(started.elapsed());
     Ok(instance)
 }
 

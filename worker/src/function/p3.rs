@@ -83,7 +83,7 @@ fn checkout(
         P3Instance::spawn(pre, store, clock, slot, &function.metrics)
     });
     if started {
-        function.metrics.cold_starts.inc();
+        function.metrics.cold_start();
     }
     Ok(instance)
 }

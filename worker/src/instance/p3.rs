@@ -115,7 +115,7 @@ impl P3Instance {
             store,
             clock,
             calls_served: metrics.instance_calls.clone(),
-            instantiate: metrics.instantiate.clone(),
+            metrics: metrics.clone(),
             _slot: slot,
         };
         tokio::spawn(driver.run(pre.clone(), jobs_rx, stop_rx, state_tx));
@@ -180,7 +180,7 @@ struct Driver {
     store: Store<Host>,
     clock: CallClock,
     calls_served: prometheus::Histogram,
-    instantiate: prometheus::Histogram,
+    metrics: FunctionMetrics,
     _slot: Slot,
 }
 
@@ -200,7 +200,7 @@ impl Driver {
                 return;
             }
         };
-        self.instantiate.observe(started.elapsed().as_secs_f64());
+        self.metrics.instantiated(started.elapsed());
         state.send_replace(State::Running);
         let proxy = &proxy;
         let clock = &self.clock;

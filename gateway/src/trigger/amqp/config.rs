@@ -31,7 +31,7 @@ pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
 
 /// One `[[queue]]` trigger as written. See [`crate::trigger::amqp`] for what each field does;
 /// the defaults are the consts above.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSection {
     /// The queue to consume.

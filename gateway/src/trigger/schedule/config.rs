@@ -21,7 +21,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 pub const MAX_BODY: usize = 256 << 10;
 
 /// What to do about slots that passed while no wafer was running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missed {
     /// Let them go (counted as missed).
@@ -32,7 +32,7 @@ pub enum Missed {
 }
 
 /// One `[[schedule]]` as written.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSection {
     /// A name for `ce-source` and the metrics [default: `schedule-N`, N counting from 1].
