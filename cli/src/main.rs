@@ -6,17 +6,21 @@
 //! - `project`: a function's folder on disk: its manifest, building it, its component;
 //! - `client`: the admin API over HTTP, as the commands use it;
 //! - `progress`: progress of long steps (upload, compiling on the server), on terminals only;
-//! - `signals`: stopping a server process on SIGTERM or Ctrl-C, draining first.
+//! - `signals`: stopping a server process on SIGTERM or Ctrl-C, draining first;
+//! - `telemetry`: server logs, and OpenTelemetry traces over OTLP when asked for.
 
 mod client;
 mod commands;
 mod progress;
 mod project;
 mod signals;
+mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -32,31 +36,27 @@ struct Cli {
     command: commands::Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // lapin reports at warn what wafer already handles and reports itself (returned messages,
     // closed channels).
-    let default_level = match cli.command {
-        commands::Command::Up(_) | commands::Command::Gateway(_) | commands::Command::Worker(_) => {
-            "info,lapin=error,sqlx=warn"
-        }
-        _ => "warn,lapin=error",
+    let server = matches!(
+        cli.command,
+        commands::Command::Up(_) | commands::Command::Gateway(_) | commands::Command::Worker(_)
+    );
+    let default_level = if server {
+        "info,lapin=error,sqlx=warn"
+    } else {
+        "warn,lapin=error"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    // Dropped last, after the runtime: sends the traces still buffered.
+    let _telemetry = match telemetry::init(cli.log_format, default_level, server) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

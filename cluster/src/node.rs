@@ -396,6 +396,16 @@ async fn invoke(State(node): State<Arc<Node>>, request: Request) -> Response {
         Ok(response) => {
             let mut response = response.map(Body::new);
             response.headers_mut().remove(wire::PLATFORM_ERROR);
+            response.headers_mut().remove(wire::START);
+            let start = response
+                .extensions()
+                .get::<wafer_worker::CallStart>()
+                .copied();
+            if let Some(value) =
+                start.and_then(|s| HeaderValue::from_str(&wire::start_header(&s)).ok())
+            {
+                response.headers_mut().insert(wire::START, value);
+            }
             response
         }
         Err(error) => platform_error(error),

@@ -309,6 +309,10 @@ impl Inner {
             if let Some(id) = served_by {
                 response.headers_mut().insert(wire::SERVED_BY, id);
             }
+            let start = response.headers_mut().remove(wire::START);
+            if let Some(start) = start.and_then(|v| wire::parse_start(v.to_str().ok()?)) {
+                response.extensions_mut().insert(start);
+            }
             return Ok(response);
         }
         Err(refused.unwrap_or(InvokeError::NoWorkers { function }))

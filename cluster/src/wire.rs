@@ -12,7 +12,7 @@
 //! caller's `Authorization` reaches the function untouched). `/_wafer/healthz` and
 //! `/_wafer/metrics` are open, as on a gateway.
 
-use wafer_worker::{DeployError, InvokeError};
+use wafer_worker::{CallStart, DeployError, InvokeError};
 
 pub const INVOKE: &str = "/_wafer/worker/v1/invoke";
 pub const PREPARE: &str = "/_wafer/worker/v1/prepare";
@@ -34,6 +34,33 @@ pub const TOKEN: &str = "x-wafer-token";
 pub const PLATFORM_ERROR: &str = "x-wafer-platform-error";
 /// On a response through a gateway: the worker that served it.
 pub const SERVED_BY: &str = "x-wafer-worker";
+/// On a worker's answer: how the call started ([`CallStart`]), `cold` or `warm`, with
+/// `;instantiate_us=N` where known. The gateway takes it off again.
+pub const START: &str = "x-wafer-start";
+
+/// [`START`]'s value for `start`.
+pub fn start_header(start: &CallStart) -> String {
+    let kind = if start.cold { "cold" } else { "warm" };
+    match start.instantiate {
+        Some(took) => format!("{kind};instantiate_us={}", took.as_micros()),
+        None => kind.to_string(),
+    }
+}
+
+/// The [`CallStart`] a [`START`] value says, if it is one.
+pub fn parse_start(value: &str) -> Option<CallStart> {
+    let mut parts = value.split(';');
+    let cold = match parts.next()? {
+        "cold" => true,
+        "warm" => false,
+        _ => return None,
+    };
+    let instantiate = parts
+        .find_map(|p| p.strip_prefix("instantiate_us="))
+        .and_then(|us| us.parse().ok())
+        .map(std::time::Duration::from_micros);
+    Some(CallStart { cold, instantiate })
+}
 
 /// A deploy error as it crosses the wire: its kind and its message.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -92,5 +119,22 @@ mod tests {
             .unwrap()
             .into();
         assert!(matches!(back, DeployError::Limits(m) if m == "too big"));
+    }
+
+    #[test]
+    fn how_a_call_started_crosses_the_wire() {
+        for start in [
+            CallStart {
+                cold: true,
+                instantiate: Some(std::time::Duration::from_micros(1234)),
+            },
+            CallStart {
+                cold: false,
+                instantiate: None,
+            },
+        ] {
+            assert_eq!(parse_start(&start_header(&start)), Some(start));
+        }
+        assert_eq!(parse_start("lukewarm"), None);
     }
 }

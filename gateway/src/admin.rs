@@ -763,8 +763,14 @@ async fn invoke(
     let request = Request::from_parts(parts, body);
     let backend = gateway.backend().as_ref();
     let target = record.target();
-    let max_body = gateway.config.max_request_body;
-    Ok(trigger::http::call(backend, max_body, &name, &target, request).await)
+    let call = trigger::http::Call {
+        function: &name,
+        route: record.route(),
+        target: &target,
+    };
+    Ok(call
+        .run(backend, gateway.config.max_request_body, request)
+        .await)
 }
 
 #[derive(Deserialize, IntoParams)]

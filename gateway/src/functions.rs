@@ -456,6 +456,7 @@ impl Functions {
         self.router.store(RouteTable::new(records.values().map(|r| {
             let route = Route {
                 function: Arc::from(r.name.as_str()),
+                route: Arc::from(r.route()),
                 target: Arc::new(r.target()),
             };
             (r.route().to_string(), route)

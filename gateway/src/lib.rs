@@ -21,6 +21,7 @@
 //! - [`trigger`]: event sources: [`trigger::http`] (requests), [`trigger::amqp`] (RabbitMQ
 //!   queues; its `config` is the `[[queue]]` section, its shape, defaults and rules),
 //!   [`trigger::schedule`] (cron schedules, `[[schedule]]`, slots claimed in a ledger);
+//! - [`trace`]: OpenTelemetry spans of calls, and the trace context they carry on;
 //! - [`error`]: errors and their HTTP statuses, in one place;
 //! - [`router`]: path -> function, longest prefix, lock-free, and which version takes a call;
 //! - [`units`]: sizes and durations as written.
@@ -37,6 +38,7 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod trace;
 pub mod trigger;
 pub mod units;
 

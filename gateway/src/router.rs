@@ -112,6 +112,8 @@ impl Target {
 #[derive(Debug)]
 pub struct Route {
     pub function: Arc<str>,
+    /// The prefix it is routed at (for traces: `http.route`).
+    pub route: Arc<str>,
     pub target: Arc<Target>,
 }
 
@@ -184,6 +186,7 @@ mod tests {
         RouteTable::new(entries.iter().map(|&(route, function)| {
             let to = Route {
                 function: Arc::from(function),
+                route: Arc::from(route),
                 target: Arc::new(Target::new(&[(1, 1)], None, [])),
             };
             (route.to_string(), to)

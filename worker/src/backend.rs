@@ -40,6 +40,14 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// How a call started, in its response's extensions: on an instance started for it (`cold`,
+/// with the time starting took where it is known) or on one already live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallStart {
+    pub cold: bool,
+    pub instantiate: Option<Duration>,
+}
+
 /// Everything about a function that is not its code.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FunctionConfig {

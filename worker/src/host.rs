@@ -33,6 +33,11 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// Takes the trace context of the call now starting, for the guest's outbound requests.
+    pub(crate) fn carry_trace(&mut self, headers: &http::HeaderMap) {
+        self.outbound.carry_trace(headers);
+    }
+
     /// A fresh store for one instance of a function's component.
     pub(crate) fn store(
         engine: &Engine,

@@ -56,11 +56,12 @@ pub mod time;
 mod worker;
 
 pub use backend::{
-    Backend, Body, BoxError, Deployment, FunctionConfig, FunctionStatus, Installed, LogEvent,
-    LogQuery, LogStream, MemberHealth, Request, Response, WorkerHealth, empty_body, full_body,
+    Backend, Body, BoxError, CallStart, Deployment, FunctionConfig, FunctionStatus, Installed,
+    LogEvent, LogQuery, LogStream, MemberHealth, Request, Response, WorkerHealth, empty_body,
+    full_body,
 };
 pub use engine::EngineConfig;
 pub use error::{DeployError, InvokeError, WorkerError};
 pub use limits::Limits;
-pub use outbound::AllowedHosts;
+pub use outbound::{AllowedHosts, TRACE_HEADERS};
 pub use worker::{Worker, WorkerConfig};

@@ -115,14 +115,36 @@ impl HostPattern {
     }
 }
 
-/// The `wasi:http` hooks of one store: outbound requests pass through the function's allow list.
+/// Request headers that carry a W3C trace context: a guest's outbound requests carry them on
+/// (where wafer can tell which call made the request) unless it sets its own.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The `wasi:http` hooks of one store: outbound requests pass through the function's allow list,
+/// and carry on the trace context of the call that made them.
 pub(crate) struct OutboundPolicy {
     allowed: AllowedHosts,
+    /// The current call's `traceparent` and `tracestate`, for an instance that serves one call
+    /// at a time (a 0.3 instance serving several cannot tell which call a request is for).
+    trace: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl OutboundPolicy {
     pub(crate) fn new(allowed: AllowedHosts) -> OutboundPolicy {
-        OutboundPolicy { allowed }
+        OutboundPolicy {
+            allowed,
+            trace: Vec::new(),
+        }
+    }
+
+    /// Takes the trace context of the call now starting from its request's headers.
+    pub(crate) fn carry_trace(&mut self, headers: &http::HeaderMap) {
+        self.trace.clear();
+        for name in TRACE_HEADERS {
+            if let Some(value) = headers.get(name) {
+                self.trace
+                    .push((http::HeaderName::from_static(name), value.clone()));
+            }
+        }
     }
 }
 
@@ -138,13 +160,19 @@ type SendFuture = Box<
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         if !self.allowed.allows(request.uri()) {
             tracing::debug!(uri = %request.uri(), "outbound request denied");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // A guest that propagates its own context (or starts a new trace) keeps it.
+        if !request.headers().contains_key("traceparent") {
+            for (name, value) in &self.trace {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
         }
         Box::new(async move {
             use http_body_util::BodyExt;

@@ -14,4 +14,5 @@ mod queue;
 mod sandbox;
 mod schedules;
 mod support;
+mod traces;
 mod versions;

@@ -11,6 +11,7 @@ use wafer_worker::Backend;
 
 use crate::error::ApiError;
 use crate::router::{RESERVED_PREFIX, RouteTable, Target, VERSION_HEADER};
+use crate::trace::{CallSpan, Trigger};
 
 /// Routes a request to its function on `backend`, through the live `routes`.
 pub async fn handle(
@@ -26,36 +27,59 @@ pub async fn handle(
     let Some(route) = routes.lookup(path).cloned() else {
         return ApiError::NotFound(format!("no function is routed at {path}")).into_response();
     };
-    call(backend, max_body, &route.function, &route.target, request).await
+    let call = Call {
+        function: &route.function,
+        route: &route.route,
+        target: &route.target,
+    };
+    call.run(backend, max_body, request).await
 }
 
-/// Calls the version of `function` that `target` picks for `request` (its body bounded by
-/// `max_body`) and turns the outcome into a response.
-pub async fn call(
-    backend: &dyn Backend,
-    max_body: u64,
-    function: &str,
-    target: &Target,
-    request: Request,
-) -> Response {
-    let version = match target.pick(request.headers()) {
-        Ok(version) => version,
-        Err(e) => {
-            return ApiError::NoVersion(format!("function `{function}`: {e}")).into_response();
-        }
-    };
-    let request = match into_worker_request(request, max_body) {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
-    };
-    let mut response = match backend.invoke(function, version, request).await {
-        Ok(response) => response.map(Body::new),
-        Err(e) => ApiError::from(e).into_response(),
-    };
-    response
-        .headers_mut()
-        .insert(VERSION_HEADER, HeaderValue::from(version));
-    response
+/// A call to make: of which function, routed where, on which of its versions.
+pub struct Call<'a> {
+    pub function: &'a str,
+    /// Its route (for traces).
+    pub route: &'a str,
+    pub target: &'a Target,
+}
+
+impl Call<'_> {
+    /// Calls the version that the target picks for `request` (its body bounded by `max_body`)
+    /// and turns the outcome into a response.
+    pub async fn run(&self, backend: &dyn Backend, max_body: u64, request: Request) -> Response {
+        let function = self.function;
+        let version = match self.target.pick(request.headers()) {
+            Ok(version) => version,
+            Err(e) => {
+                return ApiError::NoVersion(format!("function `{function}`: {e}")).into_response();
+            }
+        };
+        let span = CallSpan::start(
+            Trigger::Http,
+            function,
+            version,
+            self.route,
+            request.method().as_str(),
+            request.headers(),
+        );
+        let mut request = match into_worker_request(request, max_body) {
+            Ok(request) => request,
+            Err(e) => return e.into_response(),
+        };
+        span.inject(request.headers_mut());
+        let mut response = match backend.invoke(function, version, request).await {
+            Ok(response) => response.map(Body::new),
+            Err(e) => {
+                span.failed(&e);
+                ApiError::from(e).into_response()
+            }
+        };
+        span.answered(&response);
+        response
+            .headers_mut()
+            .insert(VERSION_HEADER, HeaderValue::from(version));
+        response
+    }
 }
 
 /// Bounds the body and makes sure wasi:http gets an authority.

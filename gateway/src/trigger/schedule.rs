@@ -28,6 +28,7 @@ use wafer_worker::{Backend, disk};
 
 use self::config::{Missed, ScheduleTrigger, from_ms};
 use crate::router::Target;
+use crate::trace::{CallSpan, Trigger};
 
 /// Where claimed slots are kept, shared by every gateway that runs the schedules.
 pub trait Ledger: Send + Sync + 'static {
@@ -377,12 +378,19 @@ async fn run_slot(ctx: Arc<Context>, slot: DateTime<Utc>) {
         .observe(lag.as_secs_f64());
     for attempt in 1..=ctx.trigger.max_attempts {
         let version = ctx.target.load().split(None);
-        let outcome = match ctx
-            .backend
-            .invoke(function, version, request(&ctx, slot, attempt))
-            .await
-        {
+        let mut request = request(&ctx, slot, attempt);
+        let span = CallSpan::start(
+            Trigger::Schedule,
+            function,
+            version,
+            request.uri().path(),
+            "POST",
+            &http::HeaderMap::new(),
+        );
+        span.inject(request.headers_mut());
+        let outcome = match ctx.backend.invoke(function, version, request).await {
             Ok(response) => {
+                span.answered(&response);
                 let status = response.status();
                 // The answer is read to the end so that the call completes.
                 let _ = response.into_body().collect().await;
@@ -392,8 +400,12 @@ async fn run_slot(ctx: Arc<Context>, slot: DateTime<Utc>) {
                     Err(format!("status {status}"))
                 }
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                span.failed(&e);
+                Err(e.to_string())
+            }
         };
+        drop(span);
         match outcome {
             Ok(status) => {
                 tracing::info!(function, schedule, %slot, attempt, version, status = status.as_u16(), ?lag, "scheduled run succeeded");

@@ -12,7 +12,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 use super::Function;
-use crate::backend::{Body, Request, Response};
+use crate::backend::{Body, CallStart, Request, Response};
 use crate::cgi;
 use crate::error::InvokeError;
 use crate::host::CgiHost;
@@ -86,8 +86,9 @@ async fn run(
         .instantiate_async(&mut store)
         .await
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
+    let instantiate = instantiating.elapsed();
     function.metrics.cold_start();
-    function.metrics.instantiated(instantiating.elapsed());
+    function.metrics.instantiated(instantiate);
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
@@ -107,7 +108,12 @@ async fn run(
     };
     drop(store);
     drop(slot);
-    cgi::parse_output(&function.name, stdout.contents(), exit)
+    let mut response = cgi::parse_output(&function.name, stdout.contents(), exit)?;
+    response.extensions_mut().insert(CallStart {
+        cold: true,
+        instantiate: Some(instantiate),
+    });
+    Ok(response)
 }
 
 async fn read_body(mut body: Body) -> Result<Bytes, String> {

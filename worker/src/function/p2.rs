@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::Function;
-use crate::backend::{BoxError, Request, Response, empty_body};
+use crate::backend::{BoxError, CallStart, Request, Response, empty_body};
 use crate::error::InvokeError;
 use crate::host::Host;
 use crate::instance::{GuestResponse, P2Instance};
@@ -70,6 +70,8 @@ async fn attempt(
 ) -> Result<Response, Retry> {
     let (respond, mut response) = oneshot::channel();
     let (finished, done) = oneshot::channel();
+    let cold = lease.instance.is_none();
+    let instantiate = Arc::new(OnceLock::new());
     let mut call = Call::new(run(
         function.clone(),
         pre.clone(),
@@ -77,6 +79,7 @@ async fn attempt(
         request,
         respond,
         finished,
+        instantiate.clone(),
     ));
     let first = std::future::poll_fn(|cx| {
         if let Poll::Ready(outcome) = Pin::new(&mut call).poll(cx) {
@@ -95,7 +98,14 @@ async fn attempt(
     };
     let function_name = || function.name.to_string();
     match answer {
-        Ok(Ok(response)) => Ok(response.map(|body| Completed::new(body, done).boxed_unsync())),
+        Ok(Ok(mut response)) => {
+            // A cold start has finished instantiating by the time the guest answers.
+            response.extensions_mut().insert(CallStart {
+                cold,
+                instantiate: instantiate.get().copied(),
+            });
+            Ok(response.map(|body| Completed::new(body, done).boxed_unsync()))
+        }
         Ok(Err(code)) => Err(Retry::No(InvokeError::Guest {
             function: function_name(),
             reason: format!("{code:?}"),
@@ -173,6 +183,7 @@ async fn run(
     request: Request,
     respond: oneshot::Sender<GuestResponse>,
     finished: oneshot::Sender<bool>,
+    instantiate: Arc<OnceLock<std::time::Duration>>,
 ) -> Outcome {
     let started = Instant::now();
     let warm = lease.instance.take();
@@ -189,7 +200,7 @@ async fn run(
     let attempt = async {
         let mut instance = match warm {
             Some(instance) => instance,
-            None => cold_start(&function, &pre).await?,
+            None => cold_start(&function, &pre, &instantiate).await?,
         };
         let result = instance
             .handle(request, respond, limits.log_bytes_per_call)
@@ -243,7 +254,11 @@ async fn run(
 
 /// Takes a slot of the worker's instance budget and instantiates a fresh instance in it,
 /// counting a cold start.
-async fn cold_start(function: &Function, pre: &ProxyPre<Host>) -> Result<P2Instance, InvokeError> {
+async fn cold_start(
+    function: &Function,
+    pre: &ProxyPre<Host>,
+    took: &OnceLock<std::time::Duration>,
+) -> Result<P2Instance, InvokeError> {
     let slot = function.capacity.take_slot(&function.name)?;
     let started = Instant::now();
     let clock = function.capacity.clock();
@@ -253,6 +268,7 @@ async fn cold_start(function: &Function, pre: &ProxyPre<Host>) -> Result<P2Insta
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
     function.metrics.cold_start();
     function.metrics.instantiated(started.elapsed());
+    let _ = took.set(started.elapsed());
     Ok(instance)
 }
 

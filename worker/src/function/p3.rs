@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use super::Function;
-use crate::backend::{BoxError, Request, Response};
+use crate::backend::{BoxError, CallStart, Request, Response};
 use crate::error::InvokeError;
 use crate::host::Host;
 use crate::instance::P3Instance;
@@ -31,8 +31,8 @@ pub(super) async fn invoke(
     let started = Instant::now();
     let limits = &function.config.limits;
     let deadline = tokio::time::Instant::now() + limits.timeout;
-    let instance = match checkout(function, pre) {
-        Ok(instance) => instance,
+    let (instance, cold) = match checkout(function, pre) {
+        Ok(checked_out) => checked_out,
         Err(e) => return Err(function.failed(e, started)),
     };
     let call = P3Call {
@@ -48,7 +48,15 @@ pub(super) async fn invoke(
     )
     .await;
     match answer {
-        Ok(Ok(response)) => Ok(response.map(|body| {
+        Ok(Ok(mut response)) => Ok({
+            // The instance starts in its own task; its time is in the metrics, not here.
+            response.extensions_mut().insert(CallStart {
+                cold,
+                instantiate: None,
+            });
+            response
+        }
+        .map(|body| {
             P3Body {
                 inner: body,
                 call: Some(call),
@@ -64,15 +72,15 @@ pub(super) async fn invoke(
     }
 }
 
-/// The instance this call runs on: one with room, else a new one. A new one is registered in
-/// the pool before it has started, so that calls arriving meanwhile queue on it instead of
-/// starting instances of their own.
+/// The instance this call runs on, and whether it was started for it: one with room, else a
+/// new one. A new one is registered in the pool before it has started, so that calls arriving
+/// meanwhile queue on it instead of starting instances of their own.
 fn checkout(
     function: &Arc<Function>,
     pre: &ServicePre<Host>,
-) -> Result<Arc<P3Instance>, InvokeError> {
+) -> Result<(Arc<P3Instance>, bool), InvokeError> {
     if let Some(instance) = function.pool.checkout_p3() {
-        return Ok(instance);
+        return Ok((instance, false));
     }
     // The slot is taken outside the pool's lock: making room may evict from any pool, this
     // one included.
@@ -85,7 +93,7 @@ fn checkout(
     if started {
         function.metrics.cold_start();
     }
-    Ok(instance)
+    Ok((instance, started))
 }
 
 /// One call on a wasi:http 0.3 instance, from admission to the end of its response body.

@@ -77,6 +77,7 @@ impl P2Instance {
         self.store.data().output_budget.reset(log_budget);
         self.store.set_epoch_deadline(1);
         self.clock.restart();
+        self.store.data_mut().carry_trace(request.headers());
         let request = request.map(|body| body.map_err(body_error));
         let mut http = self.store.data_mut().http();
         let request = http.new_incoming_request(Scheme::Http, request)?;

@@ -84,6 +84,16 @@ impl Wafer {
         Wafer::spawn(Command::new(env!("CARGO_BIN_EXE_wafer")), data, args)
     }
 
+    /// Starts wafer with a fresh data directory and `env` set for it.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Wafer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wafer"));
+        command.envs(env.iter().copied());
+        let mut wafer = Wafer::spawn(command, &tmp.path().join("data"), args);
+        wafer._tmp = Some(tmp);
+        wafer
+    }
+
     /// Starts wafer with its virtual address space capped at `kib` KiB (`ulimit -v`).
     pub fn start_with_address_space_limit(kib: u64) -> Wafer {
         let tmp = tempfile::tempdir().expect("temp dir");

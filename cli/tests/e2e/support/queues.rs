@@ -100,6 +100,28 @@ impl Broker {
         }
     }
 
+    /// Publishes one persistent message with `headers` and waits for the broker's confirm.
+    pub async fn publish_with_headers(&self, queue: &str, body: &[u8], headers: &[(&str, &str)]) {
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            table.insert((*name).into(), AMQPValue::LongString((*value).into()));
+        }
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(table),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     pub async fn publish_json(&self, queue: &str, value: serde_json::Value) {
         self.publish_all(queue, [serde_json::to_vec(&value).unwrap()])
             .await;

@@ -16,6 +16,8 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use sha2::{Digest, Sha256};
 use wafer_worker::InvokeError;
 
+use crate::trace::{CallSpan, Trigger};
+
 use super::Context;
 
 /// The header carrying how many times a message has been delivered to the function.
@@ -70,21 +72,38 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
     }
     let attempts: Vec<u32> = batch.iter().map(attempt_of).collect();
     let ids = event_ids(&batch);
-    let request = if ctx.trigger.batch_size > 1 {
+    let mut request = if ctx.trigger.batch_size > 1 {
         batch_request(&ctx, &batch, &ids, &attempts)
     } else {
         binary_request(&ctx, &batch[0], &ids[0], attempts[0])
     };
     // Each message (or batch) runs on one version, by the function's split.
     let version = ctx.target.load().split(None);
+    let span = CallSpan::start(
+        Trigger::Queue,
+        &ctx.function,
+        version,
+        &ctx.path,
+        "POST",
+        &trace_context(&batch[0]),
+    );
+    for delivery in &batch[1..] {
+        span.link(&trace_context(delivery));
+    }
+    span.inject(request.headers_mut());
     let verdicts = match ctx.backend.invoke(&ctx.function, version, request).await {
         Ok(response) => {
+            span.answered(&response);
             let status = response.status();
             let body = read_answer(response.into_body()).await;
             decide(status, &body, &ids, ctx.trigger.batch_size > 1)
         }
-        Err(error) => vec![verdict_for_error(&error); batch.len()],
+        Err(error) => {
+            span.failed(&error);
+            vec![verdict_for_error(&error); batch.len()]
+        }
     };
+    drop(span);
     let settles =
         batch
             .into_iter()
@@ -198,6 +217,22 @@ fn extensions(delivery: &Delivery) -> BTreeMap<String, String> {
         out.insert(name, text);
     }
     out
+}
+
+/// The trace context a message's sender put in its headers (`traceparent`, `tracestate`: the
+/// CloudEvents distributed-tracing extension), as HTTP headers.
+fn trace_context(delivery: &Delivery) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let extensions = extensions(delivery);
+    for name in wafer_worker::TRACE_HEADERS {
+        if let Some(value) = extensions
+            .get(name)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(name, value);
+        }
+    }
+    headers
 }
 
 /// Percent-encodes what the CloudEvents HTTP binding says header values must not carry raw.
