@@ -76,10 +76,18 @@ impl Up {
         std::fs::set_permissions(&self.data, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("failed to restrict {}", self.data.display()))?;
         check_writable(&self.data)?;
+        let token_file = self.data.join("admin-token");
         let token = match self.token.clone() {
             Some(token) if token.trim().is_empty() => bail!("the admin token must not be empty"),
             Some(token) => token,
-            None => load_or_create_token(&self.data.join("admin-token"))?,
+            None => load_or_create_token(&token_file)?,
+        };
+        // Where to find the token for the console's sign-in (never the token itself: logs
+        // are read by others).
+        let token_hint = if self.token.is_some() {
+            "the token given with --token or WAFER_TOKEN".to_string()
+        } else {
+            format!("paste the token from {}", token_file.display())
         };
         // Bind first so that a taken port fails before any build or compile.
         let listener = TcpListener::bind(&self.listen)
@@ -148,6 +156,7 @@ impl Up {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
         eprintln!("listening on http://{addr}");
+        eprintln!("console at http://{addr}/_wafer/ ({token_hint})");
         crate::signals::serve_until_drained(server, stop, self.drain_timeout.0)
             .await
             .context("the gateway failed")?;

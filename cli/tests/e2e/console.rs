@@ -214,6 +214,10 @@ async fn the_console_signs_in_lists_charts_and_tails_logs_in_chromium() {
         exists(&browser, "svg.chart[data-series=latency] circle.point")
     })
     .await;
+    until(&browser, "the cold start's instantiation time", || {
+        exists(&browser, "svg.chart[data-series=instantiate] circle.point")
+    })
+    .await;
     until(&browser, "the call's log line", || async {
         let lines = browser
             .find_all(Locator::Css("#logs .log-line"))
@@ -273,6 +277,13 @@ async fn the_console_is_served_with_a_strict_policy() {
     assert!(policy.contains("script-src 'self'"), "{policy}");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     let page = response.text().await.unwrap();
+    // `wafer up` says where the console is, and where its token is (never the token).
+    let console = format!("console at {}/_wafer/", wafer.url);
+    crate::support::eventually(Duration::from_secs(10), "the console's address", || async {
+        wafer.stderr().contains(&console)
+    })
+    .await;
+    assert!(!wafer.stderr().contains(TOKEN));
     assert!(page.contains("console.js"), "{page}");
     assert!(!page.contains(TOKEN));
     for asset in ["/_wafer/console.js", "/_wafer/console.css"] {

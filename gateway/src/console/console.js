@@ -533,6 +533,9 @@ const CHARTS = [
   { series: "cold", caption: (st) => `Warm and cold starts per ${st.bucket_seconds} s`, minMax: 1, integer: true,
     lines: [{ cls: "warm", label: "warm", value: (p) => p.warm }, { cls: "cold", label: "cold", value: (p) => p.cold }],
     tip: (p) => `${p.warm} warm, ${p.cold} cold${p.instantiate_ms == null ? "" : `, instantiate ${millis(p.instantiate_ms)}`}` },
+  { series: "instantiate", caption: () => "Instantiation (ms, mean)", minMax: 1,
+    lines: [{ cls: "instantiate", label: "instantiate", value: (p) => p.instantiate_ms }],
+    tip: (p) => `instances started in ${millis(p.instantiate_ms)} on average (${p.cold} cold starts)` },
 ];
 
 // The last bucket is still filling: divide by the part of it that has elapsed, so the
