@@ -348,6 +348,12 @@ async fn list(State(gateway): State<Arc<Gateway>>) -> Json<Vec<FunctionInfo>> {
     Json(futures::future::join_all(records.into_iter().map(|r| info(&gateway, r))).await)
 }
 
+/// The answer for a function name that is not deployed (in every route under `{name}`).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such function")]
+#[allow(dead_code)] // Only describes the answer; `ApiError::NotFound` makes it.
+struct NoSuchFunction(ErrorBody);
+
 fn known(gateway: &Gateway, name: &str) -> Result<Record, ApiError> {
     gateway
         .functions
@@ -360,7 +366,7 @@ fn known(gateway: &Gateway, name: &str) -> Result<Record, ApiError> {
     params(openapi::Name),
     responses(
         (status = 200, description = "The function", body = FunctionInfo),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn show(
     State(gateway): State<Arc<Gateway>>,
@@ -487,7 +493,7 @@ async fn deploy(
     params(openapi::Name),
     responses(
         (status = 200, description = "Its versions", body = Versions),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn versions(
     State(gateway): State<Arc<Gateway>>,
@@ -575,7 +581,7 @@ fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError
     responses(
         (status = 200, description = "The new split (and the one before)", body = ChangeInfo),
         (status = 400, description = "A version that is not kept, a bad weight or body", body = ErrorBody),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
         (status = 409, description = "Another change was committed first", body = ErrorBody),
     ))]
 async fn traffic(
@@ -619,7 +625,7 @@ struct RollbackBody {
     responses(
         (status = 200, description = "All traffic on the version rolled back to", body = ChangeInfo),
         (status = 400, description = "Nothing to roll back to, or a bad body", body = ErrorBody),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
         (status = 409, description = "Another change was committed first", body = ErrorBody),
     ))]
 async fn rollback(
@@ -651,7 +657,7 @@ struct TagBody {
     responses(
         (status = 200, description = "The function with the tag", body = ChangeInfo),
         (status = 400, description = "A bad tag, a version not kept, or a bad body", body = ErrorBody),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
         (status = 409, description = "Another change was committed first", body = ErrorBody),
     ))]
 async fn tag(
@@ -676,7 +682,7 @@ async fn tag(
     params(openapi::Name, openapi::Tag),
     responses(
         (status = 200, description = "The function without the tag", body = ChangeInfo),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
         (status = 409, description = "Another change was committed first", body = ErrorBody),
     ))]
 async fn untag(
@@ -714,7 +720,7 @@ fn upload_error(e: MultipartError) -> ApiError {
     params(openapi::Name),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn delete(
     State(gateway): State<Arc<Gateway>>,
@@ -790,7 +796,7 @@ struct LogsQuery {
     responses(
         (status = 200, description = "Its lines; with `follow`, the stream stays open", body = LogLine,
             content_type = "application/x-ndjson"),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn logs(
     State(gateway): State<Arc<Gateway>>,
@@ -889,7 +895,7 @@ impl From<&StatsBucket> for StatsPoint {
     params(openapi::Name),
     responses(
         (status = 200, description = "One point per bucket", body = Stats),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn stats(
     State(gateway): State<Arc<Gateway>>,
@@ -926,7 +932,7 @@ async fn stats(
     params(openapi::Name),
     responses(
         (status = 200, description = "Its triggers", body = Vec<QueueInfo>),
-        (status = 404, description = "No such function", body = ErrorBody),
+        NoSuchFunction,
     ))]
 async fn queues(
     State(gateway): State<Arc<Gateway>>,

@@ -41,11 +41,27 @@ pub fn full_body(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// How a call started, in its response's extensions: on an instance started for it (`cold`,
-/// with the time starting took where it is known) or on one already live.
+/// with the time starting took where it is known) or on one already live. Only for a call
+/// that is traced (its request carries a `traceparent`): for the others the extension map
+/// would be an allocation per call that nothing reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallStart {
     pub cold: bool,
     pub instantiate: Option<Duration>,
+}
+
+impl CallStart {
+    /// Whether a call's response should say how it started.
+    pub(crate) fn wanted(request: &Request) -> bool {
+        request.headers().contains_key("traceparent")
+    }
+
+    /// Puts `self` on `response` if `wanted`.
+    pub(crate) fn tell<B>(self, wanted: bool, response: &mut http::Response<B>) {
+        if wanted {
+            response.extensions_mut().insert(self);
+        }
+    }
 }
 
 /// Everything about a function that is not its code.

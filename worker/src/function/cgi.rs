@@ -60,6 +60,7 @@ async fn run(
 ) -> Result<Response, InvokeError> {
     let limits = &function.config.limits;
     let slot = function.capacity.take_slot(&function.name)?;
+    let traced = CallStart::wanted(&request);
     let (parts, body) = request.into_parts();
     let body = read_body(body).await.map_err(|reason| InvokeError::Guest {
         function: function.name.to_string(),
@@ -109,10 +110,11 @@ async fn run(
     drop(store);
     drop(slot);
     let mut response = cgi::parse_output(&function.name, stdout.contents(), exit)?;
-    response.extensions_mut().insert(CallStart {
+    let start = CallStart {
         cold: true,
         instantiate: Some(instantiate),
-    });
+    };
+    start.tell(traced, &mut response);
     Ok(response)
 }
 

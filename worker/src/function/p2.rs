@@ -71,6 +71,7 @@ async fn attempt(
     let (respond, mut response) = oneshot::channel();
     let (finished, done) = oneshot::channel();
     let cold = lease.instance.is_none();
+    let traced = CallStart::wanted(&request);
     let instantiate = Arc::new(OnceLock::new());
     let mut call = Call::new(run(
         function.clone(),
@@ -100,10 +101,11 @@ async fn attempt(
     match answer {
         Ok(Ok(mut response)) => {
             // A cold start has finished instantiating by the time the guest answers.
-            response.extensions_mut().insert(CallStart {
+            let start = CallStart {
                 cold,
                 instantiate: instantiate.get().copied(),
-            });
+            };
+            start.tell(traced, &mut response);
             Ok(response.map(|body| Completed::new(body, done).boxed_unsync()))
         }
         Ok(Err(code)) => Err(Retry::No(InvokeError::Guest {

@@ -29,6 +29,7 @@ pub(super) async fn invoke(
         .await
         .map_err(|e| function.refused(e))?;
     let started = Instant::now();
+    let traced = CallStart::wanted(&request);
     let limits = &function.config.limits;
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let (instance, cold) = match checkout(function, pre) {
@@ -50,10 +51,11 @@ pub(super) async fn invoke(
     match answer {
         Ok(Ok(mut response)) => Ok({
             // The instance starts in its own task; its time is in the metrics, not here.
-            response.extensions_mut().insert(CallStart {
+            let start = CallStart {
                 cold,
                 instantiate: None,
-            });
+            };
+            start.tell(traced, &mut response);
             response
         }
         .map(|body| {
