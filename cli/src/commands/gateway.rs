@@ -105,6 +105,7 @@ impl Gateway {
         let server = wafer_gateway::serve(listener, gateway, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
+        eprintln!("console at http://{addr}/_wafer/ (sign in with the admin token)");
         eprintln!("listening on http://{addr}");
         crate::signals::serve_until_drained(server, stop, self.drain_timeout.0)
             .await

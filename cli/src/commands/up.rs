@@ -155,8 +155,10 @@ impl Up {
         let server = wafer_gateway::serve(listener, gateway, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
-        eprintln!("listening on http://{addr}");
+        // "listening on" comes last: whoever waits for it may stop reading stderr then, and a
+        // line printed to a closed pipe would fail.
         eprintln!("console at http://{addr}/_wafer/ ({token_hint})");
+        eprintln!("listening on http://{addr}");
         crate::signals::serve_until_drained(server, stop, self.drain_timeout.0)
             .await
             .context("the gateway failed")?;

@@ -293,13 +293,13 @@ async fn the_console_is_served_with_a_strict_policy() {
     }
 }
 
-/// A Python virtual environment with `openapi-spec-validator`, made once per machine under
-/// `target/`.
+/// A Python virtual environment with `openapi-spec-validator` (is the document valid OpenAPI
+/// 3.1?) and `openapi-core` (do real answers match it?), made once per machine under `target/`.
 fn validator() -> PathBuf {
     let venv = root().join("target/venvs/openapi");
     let python = venv.join("bin/python");
     let ready = Command::new(&python)
-        .args(["-c", "import openapi_spec_validator"])
+        .args(["-c", "import openapi_spec_validator, openapi_core"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -314,13 +314,50 @@ fn validator() -> PathBuf {
         );
         assert_ok(
             &Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "openapi-spec-validator==0.7.2"])
+                .args([
+                    "install",
+                    "--quiet",
+                    "openapi-spec-validator==0.7.2",
+                    "openapi-core==0.19.5",
+                ])
                 .output()
                 .unwrap(),
-            "pip install openapi-spec-validator",
+            "pip install openapi-spec-validator openapi-core",
         );
     }
     python
+}
+
+/// Checks each answer in `answers` (method, path, status, body) against `document` with
+/// `openapi-core`, printing `ok` or what does not match.
+const CHECK_ANSWERS: &str = "import json, sys
+from openapi_core import OpenAPI
+from openapi_core.testing import MockRequest, MockResponse
+api = OpenAPI.from_dict(json.load(open(sys.argv[1])))
+bad = 0
+for method, path, status, kind, body in json.load(open(sys.argv[2])):
+    headers = {'x-wafer-error': kind} if kind else {}
+    response = MockResponse(body.encode(), status_code=status, content_type='application/json', headers=headers)
+    try:
+        api.validate_response(MockRequest('http://127.0.0.1', method, path), response)
+        print('ok', method, path, status)
+    except Exception as e:
+        bad += 1
+        print('MISMATCH', method, path, status, repr(e), repr(e.__cause__))
+sys.exit(1 if bad else 0)
+";
+
+/// One answer of the admin API as `CHECK_ANSWERS` reads it.
+async fn answer(request: reqwest::RequestBuilder, method: &str, path: &str) -> serde_json::Value {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("x-wafer-error")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.text().await.unwrap();
+    serde_json::json!([method, path, status, kind, body])
 }
 
 #[tokio::test]
@@ -347,4 +384,64 @@ async fn the_openapi_document_passes_a_validator() {
         .unwrap();
     assert_ok(&check, "openapi-spec-validator");
     assert!(String::from_utf8_lossy(&check.stdout).contains("valid"));
+
+    // Real answers, good and bad, match what the document says of them.
+    use reqwest::Method;
+    let hello = guest("hello");
+    let deployed = wafer.deploy("hello", &hello, "route = \"/hello\"\n").await;
+    let mut answers = vec![serde_json::json!([
+        "put",
+        "/_wafer/v1/functions/hello",
+        deployed.status().as_u16(),
+        "",
+        deployed.text().await.unwrap()
+    ])];
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    for path in [
+        "/_wafer/v1/functions",
+        "/_wafer/v1/functions/hello",
+        "/_wafer/v1/functions/hello/versions",
+        "/_wafer/v1/functions/hello/stats",
+        "/_wafer/v1/functions/hello/queues",
+        "/_wafer/v1/functions/nobody",
+        "/_wafer/v1/functions/nobody/stats",
+    ] {
+        answers.push(answer(wafer.admin(Method::GET, path), "get", path).await);
+    }
+    answers.push(
+        answer(
+            crate::support::http().get(wafer.url("/_wafer/healthz")),
+            "get",
+            "/_wafer/healthz",
+        )
+        .await,
+    );
+    let traffic = "/_wafer/v1/functions/hello/traffic";
+    let split = wafer
+        .admin(Method::PUT, traffic)
+        .json(&serde_json::json!({"split": [{"version": 1, "weight": 100}]}));
+    answers.push(answer(split, "put", traffic).await);
+    let wrong = wafer
+        .admin(Method::PUT, traffic)
+        .json(&serde_json::json!({"split": [{"version": 9, "weight": 100}]}));
+    answers.push(answer(wrong, "put", traffic).await);
+    let rollback = "/_wafer/v1/functions/hello/rollback";
+    answers.push(answer(wafer.admin(Method::POST, rollback), "post", rollback).await);
+    let unauthorized = crate::support::http().get(wafer.url("/_wafer/v1/functions"));
+    answers.push(answer(unauthorized, "get", "/_wafer/v1/functions").await);
+    let answers_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(answers_file.path(), serde_json::to_vec(&answers).unwrap()).unwrap();
+    let check = Command::new(validator())
+        .args(["-c", CHECK_ANSWERS])
+        .arg(file.path())
+        .arg(answers_file.path())
+        .output()
+        .unwrap();
+    assert_ok(&check, "openapi-core: answers against the document");
+    let checked = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        checked.lines().filter(|l| l.starts_with("ok")).count(),
+        answers.len(),
+        "{checked}"
+    );
 }
