@@ -174,3 +174,37 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds the OpenAPI document lists are the kinds the errors answer with.
+    #[test]
+    fn every_kind_answered_is_listed() {
+        let io = || std::io::Error::other("x");
+        let errors = [
+            ApiError::BadRequest(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::NoVersion(String::new()),
+            ApiError::Conflict(String::new()),
+            ApiError::PayloadTooLarge(String::new()),
+            ApiError::Unavailable(String::new()),
+            ApiError::Unauthorized,
+            ApiError::Manifest(ManifestError(String::new())),
+            ApiError::Deploy(DeployError::Invalid(String::new())),
+            ApiError::Deploy(DeployError::Limits(String::new())),
+            ApiError::Deploy(DeployError::Unavailable(String::new())),
+            ApiError::Deploy(DeployError::Internal(String::new())),
+            ApiError::storage("x")(io()),
+            ApiError::Invoke(InvokeError::ShuttingDown),
+        ];
+        for error in errors {
+            let (_, kind) = error.status_and_kind();
+            assert!(
+                ApiError::KINDS.contains(&kind) || InvokeError::KINDS.contains(&kind),
+                "{kind} is not listed"
+            );
+        }
+    }
+}

@@ -269,8 +269,9 @@ async fn cold_start(
         .await
         .map_err(|e| InvokeError::instantiate(&function.name, &e))?;
     function.metrics.cold_start();
-    function.metrics.instantiated(started.elapsed());
-    let _ = took.set(started.elapsed());
+    let elapsed = started.elapsed();
+    function.metrics.instantiated(elapsed);
+    let _ = took.set(elapsed);
     Ok(instance)
 }
 

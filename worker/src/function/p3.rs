@@ -49,23 +49,22 @@ pub(super) async fn invoke(
     )
     .await;
     match answer {
-        Ok(Ok(mut response)) => Ok({
+        Ok(Ok(mut response)) => {
             // The instance starts in its own task; its time is in the metrics, not here.
             let start = CallStart {
                 cold,
                 instantiate: None,
             };
             start.tell(traced, &mut response);
-            response
+            Ok(response.map(|body| {
+                P3Body {
+                    inner: body,
+                    call: Some(call),
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                }
+                .boxed_unsync()
+            }))
         }
-        .map(|body| {
-            P3Body {
-                inner: body,
-                call: Some(call),
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            }
-            .boxed_unsync()
-        })),
         Ok(Err(failure)) => {
             let error = failure.into_error(&function.name, limits.memory);
             Err(call.fail(error))
