@@ -323,6 +323,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/_wafer/worker/v1/functions/{name}", get(status))
         .route("/_wafer/worker/v1/functions/{name}/logs", get(logs))
         .route("/_wafer/worker/v1/functions/{name}/stats", get(stats))
+        .route("/_wafer/worker/v1/functions/{name}/queues", get(queues))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_token));
     Router::new()
         .route("/_wafer/healthz", get(healthz))
@@ -459,6 +460,11 @@ async fn stats(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Respo
             ApiError::NotFound(format!("`{name}` is not deployed on this worker")).into_response()
         }
     }
+}
+
+/// This worker's consumers of the function's queues (none if it has no queue triggers here).
+async fn queues(State(node): State<Arc<Node>>, Path(name): Path<String>) -> Response {
+    Json(node.triggers.queues(&name).await).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -31,6 +31,7 @@ use futures::{StreamExt, TryStreamExt};
 use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
 use wafer_gateway::Store;
+use wafer_gateway::trigger::amqp::{QueueInfo, QueueReports};
 use wafer_worker::stats::CallStats;
 use wafer_worker::{
     Backend, Body, DeployError, Deployment, FunctionStatus, Installed, InvokeError, Limits,
@@ -504,6 +505,30 @@ impl Inner {
             })
     }
 
+    /// Every worker's consumers of the function's queues, each marked with its worker. A
+    /// worker that does not answer is left out (the workers' health shows it unreachable).
+    async fn queues(&self, function: &str) -> Vec<QueueInfo> {
+        let path = format!("{}/queues", wire::function_path(function));
+        let members = self.members.live().members.clone();
+        let answers = futures::future::join_all(
+            members
+                .iter()
+                .map(|m| self.ask_json::<Vec<QueueInfo>>(m, &path)),
+        )
+        .await;
+        let mut all = Vec::new();
+        for (member, answer) in members.iter().zip(answers) {
+            match answer {
+                Ok(infos) => all.extend(infos.into_iter().flatten().map(|info| QueueInfo {
+                    worker: Some(member.url.clone()),
+                    ..info
+                })),
+                Err(why) => tracing::debug!(worker = %member.url, %why, "no queue report"),
+            }
+        }
+        all
+    }
+
     async fn logs(&self, function: &str, query: LogQuery) -> Option<LogStream> {
         let members = self.members.live().members.clone();
         let path = |tail: usize, follow: bool| {
@@ -722,6 +747,13 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl QueueReports for RemoteBackend {
+    fn queues(&self, function: &str) -> BoxFuture<'static, Vec<QueueInfo>> {
+        let (inner, function) = (self.inner.clone(), function.to_string());
+        Box::pin(async move { inner.queues(&function).await })
     }
 }
 

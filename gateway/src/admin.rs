@@ -926,8 +926,9 @@ async fn stats(
     }))
 }
 
-/// The function's queue triggers (of this gateway), their connection state, and how many
-/// messages wait in each queue and its dead-letter queue.
+/// The function's queue triggers, their connection state, and how many messages wait in each
+/// queue and its dead-letter queue. On a cluster, one entry per worker and queue, since each
+/// worker holds a consumer of its own.
 #[utoipa::path(get, path = "/_wafer/v1/functions/{name}/queues", tag = "functions",
     params(openapi::Name),
     responses(
@@ -939,9 +940,10 @@ async fn queues(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<QueueInfo>>, ApiError> {
     known(&gateway, &name)?;
-    let queues = match &gateway.functions.triggers {
-        Some(triggers) => triggers.queues(&name).await,
-        None => Vec::new(),
+    let queues = match (&gateway.functions.triggers, &gateway.queue_reports) {
+        (Some(triggers), _) => triggers.queues(&name).await,
+        (None, Some(reports)) => reports.queues(&name).await,
+        (None, None) => Vec::new(),
     };
     Ok(Json(queues))
 }

@@ -10,8 +10,8 @@ use wafer_worker::Backend;
 use crate::error::{ApiError, OpenError};
 use crate::functions::Functions;
 use crate::store::{DiskStore, Store};
-use crate::trigger::amqp::QueueTriggers;
 use crate::trigger::amqp::config::DEFAULT_AMQP_URL;
+use crate::trigger::amqp::{QueueReports, QueueTriggers, TriggerSite};
 use crate::trigger::schedule::{DiskLedger, Ledger, Schedules};
 
 /// Gateway settings. `Default` states the defaults.
@@ -75,6 +75,9 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Gathered by `/_wafer/metrics`; the worker registers its series here too.
     pub metrics: prometheus::Registry,
+    /// Where the console learns how queue triggers run elsewhere (a cluster's workers); `None`
+    /// when they run here, in `functions.triggers`.
+    pub queue_reports: Option<Arc<dyn QueueReports>>,
 }
 
 impl Gateway {
@@ -95,14 +98,14 @@ impl Gateway {
             config,
             store,
             backend,
-            Some(triggers),
+            TriggerSite::Here(triggers),
             Arc::new(ledger),
             metrics,
         )
         .await
     }
 
-    /// A gateway over any store and backend, with queue triggers here or (`None`) elsewhere,
+    /// A gateway over any store and backend, with queue triggers here or on workers,
     /// and its schedules claiming their slots in `ledger`.
     /// When the store can change under it (another gateway deploys), the records and routes
     /// follow within moments.
@@ -110,10 +113,14 @@ impl Gateway {
         config: GatewayConfig,
         store: Arc<dyn Store>,
         backend: Arc<dyn Backend>,
-        triggers: Option<QueueTriggers>,
+        triggers: TriggerSite,
         ledger: Arc<dyn Ledger>,
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, OpenError> {
+        let (triggers, queue_reports) = match triggers {
+            TriggerSite::Here(triggers) => (Some(triggers), None),
+            TriggerSite::Workers(reports) => (None, Some(reports)),
+        };
         let schedules = Schedules::new(backend.clone(), ledger, &metrics)?;
         let functions =
             Functions::open(store, backend, triggers, schedules, config.keep_versions).await?;
@@ -121,6 +128,7 @@ impl Gateway {
             functions,
             config,
             metrics,
+            queue_reports,
         });
         tokio::spawn(follow_changes(Arc::downgrade(&gateway)));
         Ok(gateway)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use wafer_cluster::{Members, PgStore, RemoteBackend, RemoteConfig};
+use wafer_gateway::trigger::amqp::TriggerSite;
 use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
 use wafer_gateway::units::{ByteSize, HumanDuration};
 use wafer_gateway::{ConnectionLimits, Gateway as GatewayState, GatewayConfig};
@@ -90,11 +91,12 @@ impl Gateway {
             keep_versions: self.keep_versions,
             ..GatewayConfig::default()
         };
+        let backend = Arc::new(backend);
         let gateway = GatewayState::open_with(
             config,
             store.clone(),
-            Arc::new(backend),
-            None,
+            backend.clone(),
+            TriggerSite::Workers(backend),
             store,
             prometheus::Registry::new(),
         )

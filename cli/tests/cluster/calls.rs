@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::e2e::{Gate, eventually, guest, http};
+use crate::e2e::queues::{Broker, unique_queue};
+use crate::e2e::{Gate, TOKEN, eventually, guest, http};
 use crate::support::{Cluster, get};
 
 #[tokio::test]
@@ -335,4 +336,69 @@ async fn two_gateways_run_each_slot_of_a_schedule_once() {
     }
     // Both gateways run the schedule; the database lets one of them through per slot.
     assert!(slots.len() >= 5, "{slots:?}");
+}
+
+/// The console's queue panel on a cluster: each worker's consumer, its state and the queue's
+/// depths, asked of the workers through the gateway.
+#[tokio::test]
+async fn a_gateway_reports_each_workers_queue_consumers() {
+    let broker = Broker::connect().await;
+    let queue = unique_queue("cluster-queues");
+    broker.declare(&queue).await;
+    let cluster = Cluster::start(1, 2).await;
+    let manifest = format!("[[queue]]\nqueue = \"{queue}\"\n");
+    cluster
+        .deploy_manifest(0, "consumer", &guest("hello"), &manifest)
+        .await;
+    // Nobody consumes the dead-letter queue, so what is put there stays to be counted.
+    let dead_letters = format!("{queue}.dlq");
+    let report = || async {
+        let response = http()
+            .get(cluster.url(0, "/_wafer/v1/functions/consumer/queues"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Vec<serde_json::Value>>().await.unwrap()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "both workers consuming",
+        || async {
+            let infos = report().await;
+            infos.len() == 2 && infos.iter().all(|i| i["connected"] == true)
+        },
+    )
+    .await;
+    broker
+        .publish_all(
+            &dead_letters,
+            (0..3).map(|i| format!("dead-{i}").into_bytes()),
+        )
+        .await;
+    let infos = report().await;
+    let workers: HashSet<&str> = infos.iter().filter_map(|i| i["worker"].as_str()).collect();
+    let expected: HashSet<&str> = cluster.workers.iter().map(|w| w.url.as_str()).collect();
+    assert_eq!(
+        workers, expected,
+        "one entry per worker, naming it: {infos:?}"
+    );
+    for info in &infos {
+        assert_eq!(info["queue"], queue.as_str(), "{info}");
+        assert_eq!(info["dead_letter_queue"], dead_letters.as_str(), "{info}");
+        assert_eq!(info["dead_letters"], 3, "{info}");
+        let broker = info["broker"].as_str().unwrap();
+        assert!(!broker.contains(":guest@"), "no password shown: {broker}");
+    }
+    // An unknown function is refused as on a single node; a function without triggers has
+    // none to show.
+    let unknown = http()
+        .get(cluster.url(0, "/_wafer/v1/functions/nobody/queues"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    broker.cleanup().await;
 }

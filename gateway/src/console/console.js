@@ -645,10 +645,14 @@ function renderQueues(section, queues) {
   const panel = $("#queues", section);
   queues = Array.isArray(queues) ? queues : [];
   panel.hidden = queues.length === 0;
+  // On a cluster each worker holds its own consumer of every queue: a row per worker.
+  const byWorker = queues.some((q) => q.worker);
   renderIfChanged(panel, queues, () => {
     panel.lastElementChild.replaceChildren(table(
-      ["Queue", "Broker", "Connected", "Messages ready", "Dead-letter queue", "Dead letters"],
+      [...(byWorker ? ["Worker"] : []),
+        "Queue", "Broker", "Connected", "Messages ready", "Dead-letter queue", "Dead letters"],
       queues.map((q) => [
+        ...(byWorker ? [{ text: q.worker || dash, cls: "mono" }] : []),
         { text: q.queue, cls: "mono" },
         { text: q.broker, cls: "mono" },
         q.connected ? { text: "yes", cls: "good" }

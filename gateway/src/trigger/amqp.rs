@@ -77,8 +77,11 @@ pub struct TriggerStatus {
 }
 
 /// What the console shows about one trigger: its state and the messages waiting.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QueueInfo {
+    /// The worker whose consumer this is, on a cluster (each worker consumes every queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     pub queue: String,
     /// The broker, without its password.
     pub broker: String,
@@ -154,6 +157,20 @@ impl Running {
 struct FunctionConsumers {
     target: Arc<ArcSwap<Target>>,
     consumers: Vec<Running>,
+}
+
+/// Where a gateway's queue triggers run.
+pub enum TriggerSite {
+    /// In this process (`wafer up`): the gateway keeps them in step with the records.
+    Here(QueueTriggers),
+    /// On a cluster's workers, which follow the records themselves; the gateway only asks
+    /// them how the triggers stand.
+    Workers(Arc<dyn QueueReports>),
+}
+
+/// Reports on a function's queue triggers, from wherever they run.
+pub trait QueueReports: Send + Sync {
+    fn queues(&self, function: &str) -> futures::future::BoxFuture<'static, Vec<QueueInfo>>;
 }
 
 /// All queue consumers of this gateway.
@@ -333,6 +350,7 @@ impl QueueTriggers {
                 ready_messages(&c.connection, &c.trigger.dead_letter),
             );
             QueueInfo {
+                worker: None,
                 queue: c.trigger.queue.clone(),
                 broker: redact_url(&c.url),
                 connected: c.state.connected.load(Ordering::Relaxed),
