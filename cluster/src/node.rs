@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use wafer_gateway::functions::deployment;
 use wafer_gateway::record::Version;
-use wafer_gateway::trigger::amqp::QueueTriggers;
+use wafer_gateway::trigger::amqp::{DeliveryLedger, QueueTriggers};
 use wafer_gateway::{ApiError, Store};
 use wafer_worker::{Backend, LogEvent, LogQuery, Worker};
 
@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub drain_grace: Duration,
     /// Largest component a gateway may send for compiling.
     pub max_upload: u64,
+    /// The worker's data directory (its queue triggers count deliveries there).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Why a worker process could not start.
@@ -107,6 +109,7 @@ impl Node {
         let triggers = QueueTriggers::new(
             Arc::new(worker.clone()),
             config.default_amqp_url.clone(),
+            DeliveryLedger::open(config.data_dir.join("deliveries")),
             &registry,
         )?;
         let node = Arc::new(Node {

@@ -11,7 +11,7 @@ use crate::error::{ApiError, OpenError};
 use crate::functions::Functions;
 use crate::store::{DiskStore, Store};
 use crate::trigger::amqp::config::DEFAULT_AMQP_URL;
-use crate::trigger::amqp::{QueueReports, QueueTriggers, TriggerSite};
+use crate::trigger::amqp::{DeliveryLedger, QueueReports, QueueTriggers, TriggerSite};
 use crate::trigger::schedule::{DiskLedger, Ledger, Schedules};
 
 /// Gateway settings. `Default` states the defaults.
@@ -89,8 +89,12 @@ impl Gateway {
         metrics: prometheus::Registry,
     ) -> Result<Arc<Gateway>, OpenError> {
         let store = Arc::new(DiskStore::open(&config.data_dir).map_err(OpenError::Store)?);
-        let triggers =
-            QueueTriggers::new(backend.clone(), config.default_amqp_url.clone(), &metrics)?;
+        let triggers = QueueTriggers::new(
+            backend.clone(),
+            config.default_amqp_url.clone(),
+            DeliveryLedger::open(config.data_dir.join("deliveries")),
+            &metrics,
+        )?;
         let ledger = DiskLedger::open(&config.data_dir).map_err(|e| {
             OpenError::Store(ApiError::storage("failed to open the schedules' ledger")(e))
         })?;

@@ -97,6 +97,7 @@ impl WorkerCommand {
                 default_amqp_url: self.amqp_url,
                 drain_grace: self.drain_grace.0,
                 max_upload: GatewayConfig::default().max_upload,
+                data_dir: self.data.clone(),
             },
         )
         .await

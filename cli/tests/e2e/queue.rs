@@ -498,13 +498,38 @@ async fn bad_queue_triggers_are_refused_naming_the_field() {
     }
 }
 
+/// Whether every queue trigger of `function` is consuming (so its queues exist).
+async fn consuming(wafer: &Wafer, function: &str) -> bool {
+    let path = format!("/_wafer/v1/functions/{function}/queues");
+    let Ok(answer) = wafer.admin(reqwest::Method::GET, &path).send().await else {
+        return false;
+    };
+    let triggers: Vec<serde_json::Value> = answer.json().await.unwrap_or_default();
+    !triggers.is_empty() && triggers.iter().all(|t| t["connected"] == true)
+}
+
+/// Runs `rabbitmqctl -q <args>`, returning its table's lines.
+fn rabbitmqctl(args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test]
 async fn every_trigger_of_a_process_shares_one_broker_connection() {
     let broker = Broker::connect().await;
     let wafer = Wafer::start();
-    let queues: Vec<String> = (0..20).map(|_| unique_queue("shared")).collect();
+    const TRIGGERS: usize = 200;
+    let queues: Vec<String> = (0..TRIGGERS).map(|_| unique_queue("shared")).collect();
     for (i, queue) in queues.iter().enumerate() {
-        broker.declare(queue).await;
+        broker.delete_later(queue);
         wafer
             .deploy_ok(
                 &format!("f{i}"),
@@ -514,21 +539,149 @@ async fn every_trigger_of_a_process_shares_one_broker_connection() {
             .await;
     }
     // Each trigger consumes: one message through the last queue is processed.
+    let last = TRIGGERS - 1;
+    let last_name = format!("f{last}");
+    eventually(
+        Duration::from_secs(60),
+        "the last trigger consuming",
+        || consuming(&wafer, &last_name),
+    )
+    .await;
     broker
-        .publish_json(&queues[19], order("shared-1", json!({})))
+        .publish_json(&queues[last], order("shared-1", json!({})))
         .await;
     eventually(Duration::from_secs(60), "a message processed", || async {
-        wafer.logs("f19").await.contains("processed order shared-1")
+        wafer
+            .logs(&format!("f{last}"))
+            .await
+            .contains("processed order shared-1")
     })
     .await;
     let name = format!("wafer:{}", wafer.pid());
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "client_properties"])
-        .output()
-        .expect("run rabbitmqctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ours = text.lines().filter(|l| l.contains(&name)).count();
-    assert_eq!(ours, 1, "20 triggers, connections named {name}:\n{text}");
+    let connections: Vec<String> = rabbitmqctl(&["list_connections", "name", "client_properties"])
+        .into_iter()
+        .filter(|l| l.contains(&name))
+        .collect();
+    assert!(
+        (1..=2).contains(&connections.len()),
+        "{TRIGGERS} triggers, connections named {name}: {connections:?}"
+    );
+    // RabbitMQ 4.3 refuses a global prefetch: every channel of ours sets its own. (A channel's
+    // name starts with its connection's.)
+    let ours: Vec<&str> = connections
+        .iter()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    let channels: Vec<String> = rabbitmqctl(&[
+        "list_channels",
+        "name",
+        "prefetch_count",
+        "global_prefetch_count",
+    ])
+    .into_iter()
+    .filter(|l| ours.iter().any(|c| l.starts_with(c)))
+    .collect();
+    assert!(
+        channels.len() > TRIGGERS,
+        "a channel per trigger: {channels:?}"
+    );
+    for channel in &channels {
+        let global = channel.rsplit('\t').next().unwrap();
+        assert_eq!(global, "0", "no global prefetch: {channel}");
+    }
+    // The queues wafer declared dead-letter to their dead-letter queues, so a broker-side
+    // limit moves a message there rather than dropping it.
+    let declared = rabbitmqctl(&["list_queues", "name", "arguments"]);
+    let source = declared
+        .iter()
+        .find(|l| l.split('\t').next() == Some(queues[0].as_str()))
+        .expect("the source queue is declared");
+    assert!(
+        source.contains("x-dead-letter-routing-key")
+            && source.contains(&format!("{}.dlq", queues[0])),
+        "{source}"
+    );
+    broker.cleanup().await;
+}
+
+/// A message whose every delivery kills wafer is dead-lettered after `max_attempts`
+/// deliveries, with headers saying why, and never runs again: on a classic queue (counted in
+/// the data directory) and on a quorum queue (counted by the broker too).
+#[tokio::test]
+async fn a_message_that_kills_wafer_every_time_is_dead_lettered_after_max_attempts() {
+    for quorum in [false, true] {
+        crash_loop(quorum).await;
+    }
+}
+
+async fn crash_loop(quorum: bool) {
+    let broker = Broker::connect().await;
+    let queue = unique_queue(if quorum {
+        "crashloop-quorum"
+    } else {
+        "crashloop"
+    });
+    broker.delete_later(&queue);
+    // Every report is held, so each delivery is mid-call when wafer is killed.
+    let (collector, collector_url) = Collector::start_holding(Duration::ZERO, 0).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let manifest = format!(
+        "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n[env]\nCOLLECTOR = \"{collector_url}\"\n[[queue]]\nqueue = \"{queue}\"\nquorum = {quorum}\nmax_attempts = 3"
+    );
+    let mut wafer = Wafer::start_in(&data, &[]);
+    wafer
+        .deploy_ok("crashloop", &guest("collect"), &manifest)
+        .await;
+    eventually(Duration::from_secs(60), "consuming", || {
+        consuming(&wafer, "crashloop")
+    })
+    .await;
+    broker.publish_all(&queue, [b"poison".to_vec()]).await;
+    for delivery in 1..=3 {
+        eventually(
+            Duration::from_secs(60),
+            &format!("delivery {delivery} running (quorum: {quorum})"),
+            || async { collector.arrived() == delivery },
+        )
+        .await;
+        wafer.kill();
+        wafer = Wafer::start_in(&data, &[]);
+    }
+    // The fourth delivery does not run: the message goes to the dead-letter queue.
+    let dead_letters = format!("{queue}.dlq");
+    eventually(
+        Duration::from_secs(60),
+        &format!("the message dead-lettered (quorum: {quorum})"),
+        || async { broker.depth(&dead_letters).await == 1 },
+    )
+    .await;
+    let message = broker.get(&dead_letters).await.unwrap();
+    assert_eq!(message.delivery.data, b"poison");
+    assert_eq!(
+        header(&message, "x-wafer-error-status").as_deref(),
+        Some("redelivered")
+    );
+    assert_eq!(header(&message, "x-wafer-attempts").as_deref(), Some("3"));
+    let why = header(&message, "x-wafer-error-message").unwrap();
+    assert!(why.contains("3 times without an answer"), "{why}");
+    assert_eq!(
+        header(&message, "x-delivery-count"),
+        None,
+        "the broker's count is the original's"
+    );
+    assert_eq!(collector.arrived(), 3, "no fourth run");
+    // The function still serves the queue.
+    collector.resume();
+    broker.publish_all(&queue, [b"healthy".to_vec()]).await;
+    eventually(
+        Duration::from_secs(60),
+        "the next message processed",
+        || async { collector.seen(b"healthy") == 1 },
+    )
+    .await;
+    assert_eq!(broker.depth(&dead_letters).await, 0);
+    drop(wafer);
     broker.cleanup().await;
 }
 

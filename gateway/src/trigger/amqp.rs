@@ -25,6 +25,7 @@ pub mod config;
 mod connection;
 mod consumer;
 mod delivery;
+mod ledger;
 mod metrics;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use wafer_worker::Backend;
 
 use self::config::{QueueTrigger, redact_url};
 use self::connection::SharedConnection;
+pub use self::ledger::DeliveryLedger;
 use self::metrics::{QueueMetrics, QueueSeries};
 use crate::router::Target;
 
@@ -135,6 +137,8 @@ pub(crate) struct Context {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) metrics: QueueSeries,
     pub(crate) state: ConsumerState,
+    /// Counts deliveries that ended without an answer, across restarts.
+    pub(crate) ledger: Arc<DeliveryLedger>,
 }
 
 struct Running {
@@ -181,17 +185,21 @@ pub struct QueueTriggers {
     running: Mutex<HashMap<String, FunctionConsumers>>,
     /// One connection per broker, shared by every trigger on it.
     connections: Mutex<HashMap<String, Arc<SharedConnection>>>,
+    ledger: Arc<DeliveryLedger>,
 }
 
 impl QueueTriggers {
+    /// Consumers calling `backend`, counting unanswered deliveries in `ledger`.
     pub fn new(
         backend: Arc<dyn Backend>,
         default_url: String,
+        ledger: DeliveryLedger,
         registry: &Registry,
     ) -> Result<QueueTriggers, prometheus::Error> {
         Ok(QueueTriggers {
             backend,
             default_url,
+            ledger: Arc::new(ledger),
             metrics: QueueMetrics::new(registry)?,
             running: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -275,6 +283,7 @@ impl QueueTriggers {
             url,
             backend: self.backend.clone(),
             state: ConsumerState::default(),
+            ledger: self.ledger.clone(),
         });
         let (stop, stopped) = watch::channel(false);
         tracing::info!(function, queue = %trigger.queue, broker = %redact_url(&context.url), "starting queue consumer");

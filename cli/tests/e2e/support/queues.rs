@@ -76,6 +76,11 @@ impl Broker {
         self.created.lock().unwrap().push(queue.to_string());
     }
 
+    /// Deletes `queue` (declared by wafer) and the queues wafer derives from it afterwards.
+    pub fn delete_later(&self, queue: &str) {
+        self.created.lock().unwrap().push(queue.to_string());
+    }
+
     /// Publishes persistent messages and waits for the broker's confirms.
     pub async fn publish_all(&self, queue: &str, bodies: impl IntoIterator<Item = Vec<u8>>) {
         let mut confirms = Vec::new();
@@ -250,6 +255,11 @@ impl Collector {
 
     pub fn max_in_flight(&self) -> u64 {
         self.inner.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Reports that have arrived, answered or not.
+    pub fn arrived(&self) -> u64 {
+        self.inner.arrived.load(Ordering::Relaxed)
     }
 
     /// Reports being answered right now.

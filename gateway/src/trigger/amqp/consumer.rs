@@ -10,7 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -19,6 +19,9 @@ use super::{Context, delivery, redact_url};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a stopping consumer waits for the broker to confirm its cancel (and hand over
+/// what it had prefetched); whatever is left then goes back when the channel closes.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs until `stop` turns true; never gives up on the broker before that.
 pub(super) async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
@@ -75,7 +78,7 @@ async fn consume(
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    declare(channel, ctx).await?;
+    declare(ctx).await?;
     channel
         .basic_qos(ctx.trigger.prefetch, BasicQosOptions::default())
         .await
@@ -118,11 +121,21 @@ async fn consume(
     };
     match outcome {
         Ok(()) => {
-            // Take no more deliveries; settle those in flight; the rest of the prefetched ones
-            // go back to the queue when the channel closes.
+            // Take no more deliveries; give back those prefetched and not started (as they
+            // came, so none is charged a delivery); settle those in flight.
             let _ = channel
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
+            let mut unstarted = Vec::new();
+            while let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(DRAIN_WAIT, consumer.next()).await
+            {
+                unstarted.push(delivery);
+            }
+            let returns = unstarted
+                .iter()
+                .map(|d| delivery::give_back(ctx, &publish, d));
+            futures::future::join_all(returns).await;
             while in_flight.join_next().await.is_some() {}
             Ok(())
         }
@@ -164,53 +177,79 @@ async fn collect_batch(first: Delivery, consumer: &mut Consumer, ctx: &Context) 
     batch
 }
 
-/// Declares the source queue (if wafer owns it), its retry queues and its dead-letter queue.
-async fn declare(channel: &Channel, ctx: &Context) -> Result<(), String> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
+/// Declares the source queue (if wafer owns it), its retry queues and its dead-letter queue,
+/// on a channel of their own (a refused declare closes the channel it was made on). Each queue
+/// a message can be returned from has a dead-letter target, so that no broker-side limit (a
+/// quorum queue's delivery limit, 20 by default since RabbitMQ 4.0) drops one: the source's
+/// is its dead-letter queue, a retry queue's the source.
+async fn declare(ctx: &Context) -> Result<(), String> {
     let trigger = &ctx.trigger;
+    let mut queues = Vec::new();
     if trigger.declare {
-        let mut args = FieldTable::default();
+        let mut args = dead_letter_to(&trigger.dead_letter);
         if trigger.quorum {
             args.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString("quorum".into()),
             );
         }
-        channel
-            .queue_declare(trigger.queue.as_str().into(), durable, args)
-            .await
-            .map_err(|e| format!("declaring queue {}: {e}", trigger.queue))?;
+        queues.push((trigger.queue.clone(), args));
     }
     for delay in trigger.retry_delays() {
-        let name = delivery::retry_queue(&trigger.queue, delay);
-        let mut args = FieldTable::default();
+        let mut args = dead_letter_to(&trigger.queue);
         args.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(delay.as_millis() as i64),
         );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(trigger.queue.as_str().into()),
-        );
-        channel
-            .queue_declare(ShortString::from(name.as_str()), durable, args)
-            .await
-            .map_err(|e| format!("declaring retry queue {name}: {e}"))?;
+        queues.push((delivery::retry_queue(&trigger.queue, delay), args));
     }
-    channel
-        .queue_declare(
-            trigger.dead_letter.as_str().into(),
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("declaring dead-letter queue {}: {e}", trigger.dead_letter))?;
+    queues.push((trigger.dead_letter.clone(), FieldTable::default()));
+    let mut channel = ctx.connection.channel().await?;
+    for (queue, args) in queues {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(queue.as_str().into(), durable, args)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if precondition_failed(&e) => {
+                // It exists with other arguments (declared by someone else, or by an older
+                // wafer): use it as it is, since changing it means deleting it.
+                channel = ctx.connection.channel().await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .map_err(|e| format!("declaring queue {queue}: {e}"))?;
+                tracing::warn!(function = %ctx.function, %queue, error = %e, "the queue exists with other arguments than wafer declares; using it as it is");
+            }
+            Err(e) => return Err(format!("declaring queue {queue}: {e}")),
+        }
+    }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
+}
+
+/// Queue arguments that dead-letter to `queue` through the default exchange.
+fn dead_letter_to(queue: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
+    args
+}
+
+fn precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 406)
 }

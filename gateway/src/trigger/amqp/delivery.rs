@@ -19,9 +19,13 @@ use wafer_worker::InvokeError;
 use crate::trace::{CallSpan, Trigger};
 
 use super::Context;
+use super::ledger::Entry;
 
 /// The header carrying how many times a message has been delivered to the function.
 pub(super) const ATTEMPT_HEADER: &str = "x-wafer-attempt";
+/// A quorum queue's count of a message's returned deliveries; dropped from every copy wafer
+/// republishes, since it describes the original only.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// How much of a function's answer is read to decide (the rest is ignored).
 const MAX_ANSWER: usize = 64 << 10;
 /// CloudEvents attributes an AMQP header may not override as an extension.
@@ -70,24 +74,64 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
     if redelivered > 0 {
         metrics.redelivered.inc_by(redelivered as u64);
     }
-    let attempts: Vec<u32> = batch.iter().map(attempt_of).collect();
-    let ids = event_ids(&batch);
-    let mut request = if ctx.trigger.batch_size > 1 {
-        batch_request(&ctx, &batch, &ids, &attempts)
-    } else {
-        binary_request(&ctx, &batch[0], &ids[0], attempts[0])
-    };
     // Each message (or batch) runs on one version, by the function's split.
     let version = ctx.target.load().split(None);
+    // Messages already delivered `max_attempts` times without an answer go to the dead-letter
+    // queue without another run.
+    let (batch, exhausted): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|delivery| {
+            let count = Count::of(&ctx, &delivery);
+            (delivery, count)
+        })
+        .partition(|(_, count)| count.attempt <= ctx.trigger.max_attempts);
+    let dead = exhausted.into_iter().map(|(delivery, count)| {
+        let failure = Failure {
+            status: "redelivered".into(),
+            message: format!(
+                "delivered {} times without an answer (the process running it stopped, or lost \
+                 the broker, during each of the last {}); max_attempts is {}",
+                count.attempt - 1,
+                count.unanswered,
+                ctx.trigger.max_attempts
+            ),
+        };
+        let verdict = Verdict::DeadLetter(failure);
+        settle(
+            &ctx,
+            &publish,
+            delivery,
+            count.settled_at(),
+            version,
+            verdict,
+        )
+    });
+    futures::future::join_all(dead).await;
+    if batch.is_empty() {
+        return;
+    }
+    for (_, count) in &batch {
+        if let Some((entry, runs)) = &count.entry {
+            ctx.ledger.starting(entry, *runs);
+        }
+    }
+    let attempts: Vec<u32> = batch.iter().map(|(_, c)| c.attempt).collect();
+    let deliveries: Vec<&Delivery> = batch.iter().map(|(d, _)| d).collect();
+    let ids = event_ids(&deliveries);
+    let mut request = if ctx.trigger.batch_size > 1 {
+        batch_request(&ctx, &deliveries, &ids, &attempts)
+    } else {
+        binary_request(&ctx, deliveries[0], &ids[0], attempts[0])
+    };
     let span = CallSpan::start(
         Trigger::Queue,
         &ctx.function,
         version,
         &ctx.path,
         "POST",
-        &trace_context(&batch[0]),
+        &trace_context(deliveries[0]),
     );
-    for delivery in &batch[1..] {
+    for delivery in &deliveries[1..] {
         span.link(&trace_context(delivery));
     }
     span.inject(request.headers_mut());
@@ -104,27 +148,76 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
         }
     };
     drop(span);
-    let settles =
-        batch
-            .into_iter()
-            .zip(attempts)
-            .zip(verdicts)
-            .map(|((delivery, attempt), verdict)| {
-                settle(&ctx, &publish, delivery, (attempt, version), verdict)
-            });
+    let settles = batch
+        .into_iter()
+        .zip(verdicts)
+        .map(|((delivery, count), verdict)| {
+            settle(&ctx, &publish, delivery, count, version, verdict)
+        });
     futures::future::join_all(settles).await;
     metrics.duration.observe(started.elapsed().as_secs_f64());
 }
 
-/// The attempt this delivery is: 1 for a new message, more for one that came back from a retry.
+/// Which attempt a delivery is, counting both retries (the attempt header of the copy) and
+/// earlier deliveries of this copy that ended without an answer.
+pub(super) struct Count {
+    pub attempt: u32,
+    /// Earlier deliveries of this copy that ended without an answer.
+    unanswered: u32,
+    /// The ledger entry of a redelivered message, and the runs it had counted.
+    entry: Option<(Entry, u32)>,
+}
+
+impl Count {
+    fn of(ctx: &Context, delivery: &Delivery) -> Count {
+        let header = attempt_of(delivery);
+        // Quorum queues count returned deliveries themselves, across every consumer.
+        let counted = header_int(delivery, DELIVERY_COUNT_HEADER).unwrap_or(0);
+        if !delivery.redelivered && counted == 0 {
+            return Count {
+                attempt: header,
+                unanswered: 0,
+                entry: None,
+            };
+        }
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str())
+            .filter(|id| !id.is_empty());
+        let entry = Entry::new(&ctx.trigger.queue, id, &delivery.data, header);
+        let runs = ctx.ledger.runs(&entry);
+        // The first delivery writes nothing, so it counts once from the flag alone.
+        let unanswered = counted.max(u32::from(delivery.redelivered) + runs);
+        Count {
+            attempt: header.saturating_add(unanswered),
+            unanswered,
+            entry: Some((entry, runs)),
+        }
+    }
+
+    /// For a message settled without running: the attempts it has had.
+    fn settled_at(self) -> Count {
+        Count {
+            attempt: self.attempt - 1,
+            ..self
+        }
+    }
+}
+
+/// The attempt this copy is: 1 for a new message, more for one that came back from a retry.
 fn attempt_of(delivery: &Delivery) -> u32 {
-    let from_header = delivery
+    header_int(delivery, ATTEMPT_HEADER).unwrap_or(1).max(1)
+}
+
+fn header_int(delivery: &Delivery, name: &str) -> Option<u32> {
+    delivery
         .properties
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
-        .and_then(amqp_int);
-    from_header.unwrap_or(1).max(1)
+        .and_then(|h| h.inner().get(name))
+        .and_then(amqp_int)
 }
 
 fn amqp_int(value: &AMQPValue) -> Option<u32> {
@@ -143,7 +236,7 @@ fn amqp_int(value: &AMQPValue) -> Option<u32> {
 
 /// Event ids: the message id when there is one, else a digest of the message (stable across
 /// redeliveries); made unique within a batch.
-fn event_ids(batch: &[Delivery]) -> Vec<String> {
+fn event_ids(batch: &[&Delivery]) -> Vec<String> {
     let mut seen = HashSet::new();
     batch
         .iter()
@@ -288,7 +381,7 @@ fn binary_request(
 /// A batch as a JSON array of structured CloudEvents.
 fn batch_request(
     ctx: &Context,
-    batch: &[Delivery],
+    batch: &[&Delivery],
     ids: &[String],
     attempts: &[u32],
 ) -> wafer_worker::Request {
@@ -475,17 +568,20 @@ async fn settle(
     ctx: &Context,
     publish: &Channel,
     delivery: Delivery,
-    (attempt, version): (u32, u64),
+    count: Count,
+    version: u64,
     verdict: Verdict,
 ) {
     let metrics = &ctx.metrics;
     let trigger = &ctx.trigger;
+    let attempt = count.attempt;
+    let requeued = verdict == Verdict::Requeue;
     let outcome = match verdict {
         Verdict::Ack => {
             metrics.succeeded.inc();
             ack(&delivery).await
         }
-        Verdict::Requeue => requeue(&delivery).await,
+        Verdict::Requeue => give_back(ctx, publish, &delivery).await,
         Verdict::Retry(failure) if attempt < trigger.max_attempts => {
             let delay = trigger.retry.delay(attempt);
             let mut headers = headers_of(&delivery);
@@ -501,9 +597,31 @@ async fn settle(
             republish_then_ack(publish, queue, &delivery, headers, &metrics.dead_lettered).await
         }
     };
-    if let Err(error) = outcome {
+    match (outcome, count.entry) {
+        // Given back without a run: the run recorded for it did not happen.
+        (Ok(()), Some((entry, runs))) if requeued => ctx.ledger.restore(&entry, runs),
+        (Ok(()), Some((entry, _))) => ctx.ledger.settled(&entry),
+        (Ok(()), None) => {}
         // The channel is gone; the broker redelivers the message to the next consumer.
-        tracing::debug!(function = %ctx.function, queue = %trigger.queue, %error, "could not settle a delivery");
+        (Err(error), _) => {
+            tracing::debug!(function = %ctx.function, queue = %trigger.queue, %error, "could not settle a delivery")
+        }
+    }
+}
+
+/// Returns a message that was not run (wafer stopping, the function being replaced) to its
+/// queue as it came: a confirmed copy at the queue's tail, then an ack of the original. A
+/// plain requeue would mark it redelivered, and it would be charged a delivery it never had.
+/// If the copy is not confirmed, the original is requeued after all.
+pub(super) async fn give_back(
+    ctx: &Context,
+    publish: &Channel,
+    delivery: &Delivery,
+) -> Result<(), String> {
+    let headers = headers_of(delivery);
+    match republish(publish, &ctx.trigger.queue, delivery, headers).await {
+        Ok(()) => ack(delivery).await,
+        Err(e) => Err(requeue_after(delivery, e).await),
     }
 }
 
@@ -578,8 +696,14 @@ async fn requeue_after(delivery: &Delivery, error: String) -> String {
     error
 }
 
+/// The headers a copy of `delivery` carries: its own, less the broker's delivery count.
 fn headers_of(delivery: &Delivery) -> FieldTable {
-    delivery.properties.headers().clone().unwrap_or_default()
+    let Some(headers) = delivery.properties.headers() else {
+        return FieldTable::default();
+    };
+    let mut kept = headers.inner().clone();
+    kept.remove(DELIVERY_COUNT_HEADER);
+    FieldTable::from(kept)
 }
 
 /// Publishes a copy of `delivery` (same body and properties, persistent, new headers) to
