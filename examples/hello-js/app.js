@@ -9,7 +9,8 @@
 //
 // GET answers a greeting; any other method echoes the body. Each call logs one line.
 // componentize-js `fetch` handlers serve one request per instance: wafer notices on the first
-// reused call and switches the function to a fresh instance per call (or set reuse = 1).
+// reused call, replays that call on a fresh instance and switches the function to a fresh
+// instance per call (reuse = 1 in wafer.toml says so up front and spares that first attempt).
 
 addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
 

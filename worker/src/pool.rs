@@ -19,8 +19,9 @@
 //! - **Broken reuse.** Some guests cannot serve a second request on one instance (componentize-js
 //!   `fetch`-event handlers). If an instance fails on a reused call before the function has ever
 //!   succeeded on one, the function switches to a fresh instance per call and says so in its logs;
-//!   the failed request is replayed on a fresh instance when it had no body. Setting `reuse = 1`
-//!   opts out of reuse up front.
+//!   the failed request (kept, body and all up to 1 MiB, for calls on reused instances until
+//!   reuse has worked once) is replayed on a fresh instance, so the caller sees only the good
+//!   answer. Setting `reuse = 1` opts out of reuse up front.
 //! - **Expiry.** Warm instances idle for longer than `idle_timeout` are dropped by the reaper; with
 //!   none left the function has scaled to zero and its memory is back with the OS.
 //! - **Concurrent reuse (wasi:http 0.3).** A 0.3 instance takes up to `instance_concurrency`
@@ -47,6 +48,16 @@ use crate::error::InvokeError;
 use crate::instance::{P2Instance, P3Instance};
 use crate::limits::Limits;
 use crate::metrics::FunctionMetrics;
+
+/// What a failed call's discarded instance says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Discarded {
+    /// The call failed; reuse is not to blame.
+    Failed,
+    /// It failed on a reused instance before reuse ever worked: the function now gets a fresh
+    /// instance per call (`switched`: this failure is the one that switched it).
+    ReuseBroke { switched: bool },
+}
 
 /// A call's admission: one of its function's concurrency permits. Dropping it (however the call
 /// ends) frees the permit.
@@ -221,19 +232,20 @@ impl Pool {
         self.metrics.idle.inc();
     }
 
-    /// Accounts for an instance dropped after a failed call. Returns true when the failure was on
-    /// a reused instance of a function that never proved reuse works: the pool has switched to a
-    /// fresh instance per call, and the caller may replay the request on one.
-    pub(crate) fn discard(&self, reused: bool) -> bool {
-        if reused
-            && !self.reuse_proven.load(Ordering::Relaxed)
-            && !self.fresh_only.swap(true, Ordering::Relaxed)
-        {
+    /// Accounts for an instance dropped after a failed call. A failure on a reused instance of
+    /// a function that never proved reuse works blames reuse: the pool switches to a fresh
+    /// instance per call (the first such failure does; the answer says which), and the caller
+    /// may replay the request on one.
+    pub(crate) fn discard(&self, reused: bool) -> Discarded {
+        if !reused || self.reuse_proven.load(Ordering::Relaxed) {
+            return Discarded::Failed;
+        }
+        let switched = !self.fresh_only.swap(true, Ordering::Relaxed);
+        if switched {
             let dropped = std::mem::take(&mut *self.idle.lock().unwrap());
             self.metrics.idle.sub(dropped.len() as i64);
-            return true;
         }
-        false
+        Discarded::ReuseBroke { switched }
     }
 
     /// Whether every call gets a fresh instance.
@@ -585,16 +597,22 @@ mod tests {
     async fn reuse_switches_to_fresh_instances_once_when_it_breaks_before_it_worked() {
         let (pool, _) = pool(Limits::default());
         assert!(pool.reuse_unproven());
-        assert!(
-            !pool.discard(false),
+        assert_eq!(
+            pool.discard(false),
+            Discarded::Failed,
             "a failure on a fresh instance says nothing"
         );
-        assert!(
+        assert_eq!(
             pool.discard(true),
+            Discarded::ReuseBroke { switched: true },
             "the first failure on a reused one switches"
         );
         assert!(pool.fresh_only() && !pool.reuse_unproven());
-        assert!(!pool.discard(true), "only once");
+        assert_eq!(
+            pool.discard(true),
+            Discarded::ReuseBroke { switched: false },
+            "only once, though a call that was already on a reused instance is replayed too"
+        );
         let (pool, _) = self::pool(Limits {
             reuse: 1,
             ..Limits::default()

@@ -6,7 +6,7 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Wafer, assert_ok, get, guest, http, root};
+use crate::support::{Wafer, assert_ok, get, guest, http, root, status_of};
 
 /// Runs `wafer` in `dir` against `wafer`'s server.
 fn wafer_in(wafer: &Wafer, dir: &Path, args: &[&str]) -> std::process::Output {
@@ -135,6 +135,44 @@ async fn the_javascript_python_and_c_examples_answer() {
         logs.contains("GET /hello-c/a?b=c"),
         "the module's stderr is its log: {logs}"
     );
+
+    // The JavaScript example as a user deploys their own, without its `reuse = 1`: its
+    // `fetch` handler cannot serve a second request on one instance, and no caller may see
+    // that. GET, POST, GET, POST from one client, then from two at once (a new function).
+    let js = root().join("examples/hello-js/hello-js.wasm");
+    wafer.deploy_ok("js-reused", &js, "").await;
+    calls_in_a_row(&wafer, "js-reused", "one").await;
+    assert_eq!(
+        status_of(&wafer, "js-reused").await["fresh_instance_per_call"],
+        true
+    );
+    wafer.deploy_ok("js-pair", &js, "").await;
+    tokio::join!(
+        calls_in_a_row(&wafer, "js-pair", "left"),
+        calls_in_a_row(&wafer, "js-pair", "right")
+    );
+}
+
+/// GET, POST, GET, POST on `function`, each answering 200 with the right body.
+async fn calls_in_a_row(wafer: &Wafer, function: &str, client: &str) {
+    let url = wafer.url(&format!("/{function}"));
+    for round in 0..2 {
+        let response = http().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{client} GET {round}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("Hello from wafer! (GET /{function}) [javascript]\n"),
+            "{client} GET {round}"
+        );
+        let body = format!("{client} echo {round} ").repeat(1000);
+        let response = http().post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{client} POST {round}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            body,
+            "{client} POST {round}"
+        );
+    }
 }
 
 #[tokio::test]

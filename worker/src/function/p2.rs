@@ -2,7 +2,7 @@
 //! (inline in the caller's task, and in a task of its own only if it is still writing its body
 //! when it answers), stream the response back, and return or discard the instance. A call that
 //! failed on a reused instance of a function whose reuse is unproven is replayed once on a fresh
-//! instance when it had no body.
+//! instance: such calls keep their request (body up to [`REPLAY_BODY`]) until then.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,17 +10,24 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Instant;
 
-use http_body_util::BodyExt;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use tokio::sync::oneshot;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::Function;
-use crate::backend::{BoxError, CallStart, Request, Response, empty_body};
+use crate::backend::{BoxError, CallStart, Request, Response};
 use crate::error::InvokeError;
 use crate::host::Host;
 use crate::instance::{GuestResponse, P2Instance};
 use crate::logs::Stream;
-use crate::pool::Lease;
+use crate::pool::{Discarded, Lease};
+
+/// The largest request body kept so that a call on a reused instance can be replayed; a call
+/// with a larger body streams it, and is not replayed.
+pub(crate) const REPLAY_BODY: usize = 1 << 20;
 
 /// Runs one call, replaying it on a fresh instance if its first attempt may be replayed.
 pub(super) async fn invoke(
@@ -28,24 +35,101 @@ pub(super) async fn invoke(
     pre: &ProxyPre<Host>,
     mut request: Request,
 ) -> Result<Response, InvokeError> {
+    let mut kept: Option<Kept> = None;
     loop {
         let lease = function
             .pool
             .lease(&function.name)
             .await
             .map_err(|e| function.refused(e))?;
-        match attempt(function, pre, lease, request).await {
+        // A pre-warmed instance is warm but has not served a call yet.
+        let reused = lease.instance.as_ref().is_some_and(|i| i.calls > 0);
+        if reused && kept.is_none() && function.pool.reuse_unproven() {
+            (request, kept) = keep(request).await;
+        }
+        match attempt(function, pre, lease, request, kept.is_some()).await {
             Ok(response) => return Ok(response),
-            Err(Retry::Replay(parts)) => request = Request::from_parts(*parts, empty_body()),
+            Err(Retry::Replay) => match kept.take() {
+                Some(again) => request = again.request(),
+                None => unreachable!("only a kept request is replayed"),
+            },
             Err(Retry::No(error)) => return Err(error),
+        }
+    }
+}
+
+/// A request kept whole, to be sent again.
+struct Kept {
+    head: http::request::Parts,
+    body: Bytes,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Kept {
+    fn request(&self) -> Request {
+        let head = clone_head(&self.head);
+        let data = Frame::data(self.body.clone());
+        let frames = std::iter::once(data).chain(self.trailers.clone().map(Frame::trailers));
+        let body = StreamBody::new(futures::stream::iter(frames.map(Ok::<_, BoxError>)));
+        Request::from_parts(head, body.boxed_unsync())
+    }
+}
+
+/// Reads the request's body, if it is at most [`REPLAY_BODY`] bytes, and keeps it; a larger
+/// one (or one that breaks off) goes on as it came, with what was read put back in front.
+async fn keep(request: Request) -> (Request, Option<Kept>) {
+    let (head, mut body) = request.into_parts();
+    if http_body::Body::size_hint(&body).lower() > REPLAY_BODY as u64 {
+        return (Request::from_parts(head, body), None);
+    }
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    let unkept = loop {
+        match body.frame().await {
+            None => break None,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(bytes) => {
+                    data.extend_from_slice(&bytes);
+                    if data.len() > REPLAY_BODY {
+                        break Some(None);
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            },
+            Some(Err(e)) => break Some(Some(e)),
+        }
+    };
+    let data = data.freeze();
+    match unkept {
+        None => {
+            let kept = Kept {
+                head,
+                body: data,
+                trailers,
+            };
+            (kept.request(), Some(kept))
+        }
+        Some(error) => {
+            let read = futures::stream::once(std::future::ready(Ok(Frame::data(data))));
+            let rest: Pin<Box<dyn futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>> =
+                match error {
+                    Some(e) => Box::pin(futures::stream::once(std::future::ready(Err(e)))),
+                    None => Box::pin(BodyStream::new(body)),
+                };
+            let body = StreamBody::new(read.chain(rest)).boxed_unsync();
+            (Request::from_parts(head, body), None)
         }
     }
 }
 
 /// Whether a failed attempt is replayed.
 enum Retry {
-    /// On a fresh instance, with this request head (the request had no body).
-    Replay(Box<http::request::Parts>),
+    /// On a fresh instance, with the kept request.
+    Replay,
     No(InvokeError),
 }
 
@@ -54,8 +138,8 @@ enum Outcome {
     Ok,
     Failed {
         error: InvokeError,
-        /// The request's head, kept when the failure may be replayed on a fresh instance.
-        replay: Option<Box<http::request::Parts>>,
+        /// Whether the request is to be replayed on a fresh instance.
+        replay: bool,
     },
 }
 
@@ -67,6 +151,7 @@ async fn attempt(
     pre: &ProxyPre<Host>,
     lease: Lease,
     request: Request,
+    replayable: bool,
 ) -> Result<Response, Retry> {
     let (respond, mut response) = oneshot::channel();
     let (finished, done) = oneshot::channel();
@@ -77,7 +162,7 @@ async fn attempt(
         function.clone(),
         pre.clone(),
         lease,
-        request,
+        (request, replayable),
         respond,
         finished,
         instantiate.clone(),
@@ -116,10 +201,7 @@ async fn attempt(
         Err(Ok(Outcome::Ok)) => Err(Retry::No(InvokeError::NoResponse {
             function: function_name(),
         })),
-        Err(Ok(Outcome::Failed {
-            replay: Some(parts),
-            ..
-        })) => Err(Retry::Replay(parts)),
+        Err(Ok(Outcome::Failed { replay: true, .. })) => Err(Retry::Replay),
         Err(Ok(Outcome::Failed { error, .. })) => Err(Retry::No(error)),
         Err(Err(_panic)) => Err(Retry::No(InvokeError::Trap {
             function: function_name(),
@@ -182,7 +264,7 @@ async fn run(
     function: Arc<Function>,
     pre: ProxyPre<Host>,
     mut lease: Lease,
-    request: Request,
+    (request, replayable): (Request, bool),
     respond: oneshot::Sender<GuestResponse>,
     finished: oneshot::Sender<bool>,
     instantiate: Arc<OnceLock<std::time::Duration>>,
@@ -191,12 +273,6 @@ async fn run(
     let warm = lease.instance.take();
     // A pre-warmed instance is warm but has not served a call yet.
     let reused = warm.as_ref().is_some_and(|i| i.calls > 0);
-    // A request that failed on a reused instance may be replayed on a fresh one, but only while
-    // reuse is unproven and only if the guest cannot have consumed a body.
-    let replay = (reused
-        && function.pool.reuse_unproven()
-        && http_body::Body::size_hint(request.body()).exact() == Some(0))
-    .then(|| Box::new(clone_head(&request)));
     let limits = &function.config.limits;
 
     let attempt = async {
@@ -236,8 +312,8 @@ async fn run(
         error,
         InvokeError::Trap { .. } | InvokeError::NoResponse { .. } | InvokeError::Guest { .. }
     );
-    let switched = function.pool.discard(reused && replay_allowed);
-    if switched {
+    let discarded = function.pool.discard(reused && replay_allowed);
+    if discarded == (Discarded::ReuseBroke { switched: true }) {
         let note = format!(
             "a reused instance of `{}` failed where fresh ones succeed; serving every call from a fresh instance from now on (set reuse = 1 to make this explicit)",
             function.name
@@ -250,7 +326,7 @@ async fn run(
     let _ = finished.send(false);
     Outcome::Failed {
         error,
-        replay: replay.filter(|_| switched),
+        replay: replayable && matches!(discarded, Discarded::ReuseBroke { .. }),
     }
 }
 
@@ -275,12 +351,13 @@ async fn cold_start(
     Ok(instance)
 }
 
-fn clone_head(request: &Request) -> http::request::Parts {
+/// A copy of a request head (without its extensions, which do not clone).
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
     let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = request.method().clone();
-    parts.uri = request.uri().clone();
-    parts.version = request.version();
-    parts.headers = request.headers().clone();
+    parts.method = head.method.clone();
+    parts.uri = head.uri.clone();
+    parts.version = head.version;
+    parts.headers = head.headers.clone();
     parts
 }
 
