@@ -410,7 +410,7 @@ struct DeployForm {
         (status = 400, description = "A bad manifest, component or form", body = ErrorBody),
         (status = 409, description = "Another change was committed first, or the route is taken", body = ErrorBody),
         (status = 413, description = "The upload is over the limit", body = ErrorBody),
-        (status = 507, description = "The data directory is full", body = ErrorBody),
+        (status = 507, description = "The data directory is full or read-only: nothing was stored", body = ErrorBody),
     ))]
 async fn deploy(
     State(gateway): State<Arc<Gateway>>,

@@ -107,14 +107,14 @@ impl ApiError {
                 DeployError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_component"),
                 DeployError::Limits(_) => (StatusCode::BAD_REQUEST, "invalid_limits"),
                 DeployError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                DeployError::Io { source, .. } if is_disk_full(source) => {
+                DeployError::Io { source, .. } if is_out_of_storage(source) => {
                     (StatusCode::INSUFFICIENT_STORAGE, "storage")
                 }
                 DeployError::UnknownComponent(_)
                 | DeployError::Io { .. }
                 | DeployError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
-            ApiError::Storage { source, .. } if is_disk_full(source) => {
+            ApiError::Storage { source, .. } if is_out_of_storage(source) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "storage")
             }
             ApiError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
@@ -133,8 +133,11 @@ pub enum OpenError {
     Functions(#[from] ApiError),
 }
 
-fn is_disk_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+/// Whether the data directory cannot take more (full, over quota, or read-only): 507, which
+/// says "not stored" rather than "wafer broke".
+fn is_out_of_storage(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    matches!(e.kind(), StorageFull | QuotaExceeded | ReadOnlyFilesystem)
 }
 
 impl IntoResponse for ApiError {

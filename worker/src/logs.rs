@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use prometheus::IntCounter;
 use tokio::sync::broadcast;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -115,9 +116,10 @@ enum DiskOp {
 }
 
 /// Lines on their way to disk.
-#[derive(Default)]
 struct DiskQueue {
     ops: Mutex<Vec<DiskOp>>,
+    /// Lines that skipped the disk: the writer fell behind, or the disk refused them.
+    unwritten: IntCounter,
 }
 
 impl DiskQueue {
@@ -125,6 +127,8 @@ impl DiskQueue {
         let mut ops = self.ops.lock().unwrap();
         if ops.len() < DISK_QUEUE {
             ops.push(DiskOp::Append(name.clone(), line));
+        } else {
+            self.unwritten.inc();
         }
     }
 
@@ -142,12 +146,16 @@ pub struct Logs {
 }
 
 impl Logs {
-    /// Logs kept in memory and appended under `dir` (or in memory only when `dir` is `None`).
-    pub fn new(dir: Option<PathBuf>) -> io::Result<Logs> {
+    /// Logs kept in memory and appended under `dir` (or in memory only when `dir` is `None`),
+    /// counting lines that skip the disk in `unwritten`.
+    pub fn new(dir: Option<PathBuf>, unwritten: IntCounter) -> io::Result<Logs> {
         let disk = match &dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let queue = Arc::new(DiskQueue::default());
+                let queue = Arc::new(DiskQueue {
+                    ops: Mutex::new(Vec::new()),
+                    unwritten,
+                });
                 let writer = queue.clone();
                 let dir = dir.clone();
                 std::thread::Builder::new()
@@ -288,24 +296,33 @@ impl LogSink {
     }
 }
 
-/// Drains the queue every [`DISK_FLUSH`]; once no one else holds the queue (the logs were
-/// dropped), drains it a last time and stops.
+/// Drains the queue every [`DISK_FLUSH`], one write per function and batch; once no one else
+/// holds the queue (the logs were dropped), drains it a last time and stops. Lines the disk
+/// refuses (full, read-only) are counted and skipped; they stay in memory, and writing resumes
+/// by itself when the disk takes them again.
 fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
-    let mut files: HashMap<Arc<str>, (BufWriter<File>, u64)> = HashMap::new();
+    let mut files: HashMap<Arc<str>, (File, u64)> = HashMap::new();
+    let mut failing = false;
     loop {
         std::thread::sleep(DISK_FLUSH);
         let last = Arc::strong_count(&queue) == 1;
         let ops = std::mem::take(&mut *queue.ops.lock().unwrap());
-        let mut written = std::collections::HashSet::new();
+        // Each function's lines of this batch, in order, as (text, lines).
+        let mut batch: Vec<(Arc<str>, String, u64)> = Vec::new();
         for op in ops {
             match op {
                 DiskOp::Append(name, line) => {
-                    written.insert(name.clone());
-                    if let Err(e) = append(dir, &mut files, name, &line.to_disk()) {
-                        tracing::warn!(error = %e, "failed to write function log");
+                    let text = line.to_disk();
+                    match batch.iter_mut().find(|(n, _, _)| *n == name) {
+                        Some((_, pending, lines)) => {
+                            pending.push_str(&text);
+                            *lines += 1;
+                        }
+                        None => batch.push((name, text, 1)),
                     }
                 }
                 DiskOp::Remove(name) => {
+                    batch.retain(|(n, _, _)| *n != name);
                     files.remove(&name);
                     for path in [
                         dir.join(format!("{name}.log")),
@@ -316,11 +333,29 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
                 }
             }
         }
-        for (file, _) in files.values_mut() {
-            let _ = file.flush();
+        let mut written = std::collections::HashSet::new();
+        for (name, text, lines) in batch {
+            match append(dir, &mut files, &name, &text) {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(dir = %dir.display(), "function logs reach the disk again");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    queue.unwritten.inc_by(lines);
+                    // Opened afresh next time, so nothing half-written is appended to.
+                    files.remove(&name);
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(dir = %dir.display(), error = %e, "function log lines do not reach the disk (they stay in memory; counted in wafer_log_lines_unwritten_total)");
+                    }
+                    continue;
+                }
+            }
+            written.insert(name);
         }
         // Keep open only the files of functions still logging: a thousand quiet functions
-        // should not hold a thousand descriptors and write buffers.
+        // should not hold a thousand descriptors.
         files.retain(|name, _| written.contains(name));
         if last {
             return;
@@ -328,23 +363,24 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
     }
 }
 
+/// Appends `text` to the function's log in one write, rotating first if it would grow past
+/// [`ROTATE_BYTES`].
 fn append(
     dir: &Path,
-    files: &mut HashMap<Arc<str>, (BufWriter<File>, u64)>,
-    name: Arc<str>,
+    files: &mut HashMap<Arc<str>, (File, u64)>,
+    name: &Arc<str>,
     text: &str,
 ) -> io::Result<()> {
     let path = dir.join(format!("{name}.log"));
-    if !files.contains_key(&name) {
+    if !files.contains_key(name) {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = file.metadata()?.len();
-        files.insert(name.clone(), (BufWriter::new(file), len));
+        files.insert(name.clone(), (file, len));
     }
-    let (file, len) = files.get_mut(&name).expect("inserted above");
+    let (file, len) = files.get_mut(name).expect("inserted above");
     if *len + text.len() as u64 > ROTATE_BYTES {
-        file.flush()?;
         std::fs::rename(&path, dir.join(format!("{name}.log.1")))?;
-        *file = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        *file = OpenOptions::new().create(true).append(true).open(&path)?;
         *len = 0;
     }
     file.write_all(text.as_bytes())?;
@@ -535,6 +571,42 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn unwritten() -> IntCounter {
+        IntCounter::new("unwritten", "test").unwrap()
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn lines_the_disk_refuses_are_counted_kept_in_memory_and_writing_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("logs");
+        let counter = unwritten();
+        let logs = Logs::new(Some(dir.clone()), counter.clone()).unwrap();
+        let sink = logs.sink("f");
+        // The directory goes, and a file takes its place: every write fails.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, "not a directory").unwrap();
+        sink.push(Stream::Stdout, "refused one".into());
+        sink.push(Stream::Stdout, "refused two".into());
+        wait_for("the refusals counted", || counter.get() == 2);
+        assert_eq!(sink.recent(2).len(), 2, "still in memory");
+        // Space is back: the next lines are written.
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        sink.push(Stream::Stdout, "written".into());
+        wait_for("the line on disk", || {
+            std::fs::read_to_string(dir.join("f.log")).is_ok_and(|t| t.contains("written"))
+        });
+        assert_eq!(counter.get(), 2);
+    }
+
     fn output(sink: &Arc<LogSink>, budget: u64) -> (LineWriter, Arc<OutputBudget>) {
         let budget_ = Arc::new(OutputBudget::default());
         budget_.reset(budget);
@@ -548,7 +620,7 @@ mod tests {
 
     #[test]
     fn splits_lines_and_keeps_partials_until_drop() {
-        let logs = Logs::new(None).unwrap();
+        let logs = Logs::new(None, unwritten()).unwrap();
         let sink = logs.sink("f");
         let (mut w, _) = output(&sink, 1 << 20);
         w.write_bytes(b"one\ntw");
@@ -561,7 +633,7 @@ mod tests {
 
     #[test]
     fn budget_truncates_once_per_call() {
-        let logs = Logs::new(None).unwrap();
+        let logs = Logs::new(None, unwritten()).unwrap();
         let sink = logs.sink("f");
         let (mut w, budget) = output(&sink, 10);
         for _ in 0..100 {
@@ -580,7 +652,7 @@ mod tests {
     fn memory_is_bounded_and_disk_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();
+            let logs = Logs::new(Some(dir.path().to_path_buf()), unwritten()).unwrap();
             let sink = logs.sink("f");
             for i in 0..(RECENT_LINES * 2) {
                 sink.push(Stream::Stderr, format!("line {i}"));
@@ -601,7 +673,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let logs = Logs::new(Some(dir.path().to_path_buf())).unwrap();
+        let logs = Logs::new(Some(dir.path().to_path_buf()), unwritten()).unwrap();
         let sink = logs.sink("f");
         let last = sink.recent(1);
         assert_eq!(last[0].text, format!("line {}", RECENT_LINES * 2 - 1));

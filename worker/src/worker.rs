@@ -102,7 +102,12 @@ impl Worker {
         };
         let components = Components::open(&engine, &config.data_dir)
             .map_err(io(&format!("failed to open {}", config.data_dir.display())))?;
-        let logs = Logs::new(Some(config.data_dir.join("logs")))
+        let unwritten = prometheus::IntCounter::new(
+            "wafer_log_lines_unwritten_total",
+            "Function log lines that did not reach the disk (full or read-only, or the writer fell behind); they are still shown from memory",
+        )?;
+        config.registry.register(Box::new(unwritten.clone()))?;
+        let logs = Logs::new(Some(config.data_dir.join("logs")), unwritten)
             .map_err(io("failed to open the logs directory"))?;
         let ticker = EpochTicker::start(&engine)?;
         let metrics = Metrics::new(&config.registry)?;

@@ -108,3 +108,125 @@ fn an_unusable_data_directory_is_a_clear_error_at_start() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A small tmpfs of its own (the tests run as root, as the test command does), unmounted when
+/// dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, mode: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.dir.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount {mode}: {out:?}");
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        // Whatever fits in smaller pieces too, so that not even a log line is left room.
+        while file.write_all(&chunk[..512]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Deploys `name`, expecting a refusal that names the disk's trouble.
+async fn refused_deploy(wafer: &Wafer, name: &str, why: &str) {
+    let response = wafer.deploy(name, &guest("counter"), "").await;
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains(why), "the error says why: {body}");
+    assert_eq!(
+        get(&wafer.url(&format!("/{name}"))).await.0,
+        404,
+        "nothing deployed"
+    );
+}
+
+#[tokio::test]
+async fn a_full_or_read_only_data_directory_refuses_deploys_and_keeps_serving() {
+    let disk = Tmpfs::new("48m");
+    let data = disk.path().join("data");
+    let mut wafer = Wafer::start_in(&data, &[]);
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    let stored = files_under(&data);
+
+    // Full: a deploy is refused with 507, nothing half-written is left, and hello serves on;
+    // its log lines stay readable from memory and the ones the disk refused are counted.
+    let filler = disk.fill();
+    refused_deploy(&wafer, "counter", "No space left on device").await;
+    assert_eq!(files_under(&data), stored, "nothing stored");
+    // (More than the last page of its log file holds, which may have had room.)
+    let pad = "x".repeat(200);
+    for i in 0..100 {
+        let (status, _) = get(&wafer.url(&format!("/hello?full={i}&{pad}"))).await;
+        assert_eq!(status, 200);
+    }
+    assert!(wafer.logs("hello").await.contains("GET /hello?full=99"));
+    crate::support::eventually(
+        Duration::from_secs(30),
+        "refused log lines counted",
+        || async { wafer.metric("wafer_log_lines_unwritten_total").await >= 1.0 },
+    )
+    .await;
+
+    // Space is back: deploys work, and log lines reach the disk again.
+    std::fs::remove_file(filler).unwrap();
+    wafer.deploy_ok("counter", &guest("counter"), "").await;
+    assert_eq!(get(&wafer.url("/counter")).await.0, 200);
+    assert_eq!(get(&wafer.url("/hello?after=1")).await.0, 200);
+    let log = data.join("logs/hello.log");
+    crate::support::eventually(Duration::from_secs(30), "the log on disk again", || async {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("GET /hello?after=1"))
+    })
+    .await;
+
+    // Read-only: the same refusal, the same serving, the same recovery.
+    disk.remount("ro");
+    refused_deploy(&wafer, "later", "Read-only file system").await;
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    assert_eq!(get(&wafer.url("/counter")).await.0, 200);
+    disk.remount("rw");
+    wafer.deploy_ok("later", &guest("hello"), "").await;
+    assert_eq!(get(&wafer.url("/later")).await.0, 200);
+    wafer.kill();
+}
