@@ -206,6 +206,73 @@ fn find_blank_line(output: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
+/// Fuzzing the CGI output parser with proptest: any bytes a module may write, and header blocks
+/// built from CGI's own lines with hostile values. Parsing never panics; what parses has a
+/// real status and exactly the bytes after the first blank line as its body. `PROPTEST_CASES`
+/// sets the run's length.
+#[cfg(test)]
+mod fuzz {
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn line() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("Status".to_string()),
+            Just("status".to_string()),
+            Just("Location".to_string()),
+            Just("Content-Type".to_string()),
+            "[A-Za-z-]{1,20}",
+            "\\PC{0,20}",
+        ];
+        let value = prop_oneof!["[0-9]{1,4}( [A-Za-z ]{0,12})?", "\\PC{0,40}", "[ -~]{0,40}",];
+        let separator = prop_oneof![Just(":"), Just(": "), Just(""), Just("::")];
+        (name, separator, value).prop_map(|(n, sep, v)| format!("{n}{sep}{v}"))
+    }
+
+    fn output() -> impl Strategy<Value = Vec<u8>> {
+        let block = proptest::collection::vec(line(), 0..8);
+        let eol = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+        (block, eol, any::<Vec<u8>>()).prop_map(|(lines, eol, body)| {
+            let mut out = lines.join(eol).into_bytes();
+            out.extend_from_slice(eol.as_bytes());
+            out.extend_from_slice(eol.as_bytes());
+            out.extend_from_slice(&body);
+            out
+        })
+    }
+
+    fn check(out: Vec<u8>, exit: i32) -> Result<(), TestCaseError> {
+        let expected_body = find_blank_line(&out).map(|(_, start)| out[start..].to_vec());
+        if let Ok(response) = parse_output("f", Bytes::from(out), exit) {
+            let status = response.status().as_u16();
+            prop_assert!((100..=999).contains(&status));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let body = runtime
+                .block_on(response.into_body().collect())
+                .unwrap()
+                .to_bytes();
+            prop_assert_eq!(Some(body.to_vec()), expected_body);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_refused(out in any::<Vec<u8>>(), exit in any::<i32>()) {
+            check(out, exit)?;
+        }
+
+        #[test]
+        fn any_header_block_parses_or_is_refused(out in output(), exit in -1..2i32) {
+            check(out, exit)?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;

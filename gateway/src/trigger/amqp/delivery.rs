@@ -119,9 +119,9 @@ pub(super) async fn process(ctx: Arc<Context>, publish: Arc<Channel>, batch: Vec
     let deliveries: Vec<&Delivery> = batch.iter().map(|(d, _)| d).collect();
     let ids = event_ids(&deliveries);
     let mut request = if ctx.trigger.batch_size > 1 {
-        batch_request(&ctx, &deliveries, &ids, &attempts)
+        batch_request(&ctx.path, &ctx.source, &deliveries, &ids, &attempts)
     } else {
-        binary_request(&ctx, deliveries[0], &ids[0], attempts[0])
+        binary_request(&ctx.path, &ctx.source, deliveries[0], &ids[0], attempts[0])
     };
     let span = CallSpan::start(
         Trigger::Queue,
@@ -262,10 +262,13 @@ fn event_ids(batch: &[&Delivery]) -> Vec<String> {
         .collect()
 }
 
+/// The message's timestamp as RFC 3339, or now when it has none or one RFC 3339 cannot write
+/// (past the year 9999: a publisher's timestamp is outside input).
 fn event_time(delivery: &Delivery) -> String {
+    const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
     let time = match delivery.properties.timestamp() {
-        Some(secs) => UNIX_EPOCH + Duration::from_secs(*secs),
-        None => SystemTime::now(),
+        Some(secs) if *secs <= LAST_RFC3339_SECOND => UNIX_EPOCH + Duration::from_secs(*secs),
+        _ => SystemTime::now(),
     };
     humantime::format_rfc3339_millis(time).to_string()
 }
@@ -341,17 +344,18 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn base_request(ctx: &Context, content_type: &str) -> http::request::Builder {
+fn base_request(path: &str, content_type: &str) -> http::request::Builder {
     Request::builder()
         .method(Method::POST)
-        .uri(&ctx.path)
+        .uri(path)
         .header(header::HOST, "localhost")
         .header(header::CONTENT_TYPE, header_value(content_type))
 }
 
 /// One message as a CloudEvent in binary content mode.
 fn binary_request(
-    ctx: &Context,
+    path: &str,
+    source: &str,
     delivery: &Delivery,
     id: &str,
     attempt: u32,
@@ -363,10 +367,10 @@ fn binary_request(
         .map(|t| t.to_string())
         .unwrap_or_else(|| "application/octet-stream".to_string());
     let body = Bytes::copy_from_slice(&delivery.data);
-    let mut request = base_request(ctx, &content_type)
+    let mut request = base_request(path, &content_type)
         .header("ce-specversion", "1.0")
         .header("ce-id", header_value(id))
-        .header("ce-source", header_value(&ctx.source))
+        .header("ce-source", header_value(source))
         .header("ce-type", header_value(&event_type(delivery)))
         .header("ce-time", header_value(&event_time(delivery)))
         .header("ce-attempt", attempt);
@@ -380,7 +384,8 @@ fn binary_request(
 
 /// A batch as a JSON array of structured CloudEvents.
 fn batch_request(
-    ctx: &Context,
+    path: &str,
+    source: &str,
     batch: &[&Delivery],
     ids: &[String],
     attempts: &[u32],
@@ -396,7 +401,7 @@ fn batch_request(
             }
             event.insert("specversion".into(), "1.0".into());
             event.insert("id".into(), id.as_str().into());
-            event.insert("source".into(), ctx.source.as_str().into());
+            event.insert("source".into(), source.into());
             event.insert("type".into(), event_type(delivery).into());
             event.insert("time".into(), event_time(delivery).into());
             event.insert("attempt".into(), attempt.to_string().into());
@@ -432,7 +437,7 @@ fn batch_request(
         })
         .collect();
     let body = Bytes::from(serde_json::to_vec(&events).expect("JSON values serialize"));
-    base_request(ctx, "application/cloudevents-batch+json")
+    base_request(path, "application/cloudevents-batch+json")
         .body(wafer_worker::full_body(body))
         .expect("valid request parts")
 }
@@ -741,6 +746,113 @@ async fn republish(
         }
         Confirmation::Nack(_) => Err(format!("the broker refused the publish to {queue}")),
         Confirmation::NotRequested => Err("publisher confirms are off".to_string()),
+    }
+}
+
+/// Fuzzing what arrives from the broker (headers of any AMQP type and name, content types,
+/// message ids, bodies) into CloudEvents, with proptest: building the event never panics and
+/// always makes a valid HTTP request. `PROPTEST_CASES` sets the run's length.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn amqp_value() -> impl Strategy<Value = AMQPValue> {
+        prop_oneof![
+            any::<Vec<u8>>().prop_map(|b| AMQPValue::LongString(LongString::from(b))),
+            "\\PC{0,40}".prop_map(|s| AMQPValue::ShortString(ShortString::from(s))),
+            any::<bool>().prop_map(AMQPValue::Boolean),
+            any::<i8>().prop_map(AMQPValue::ShortShortInt),
+            any::<i64>().prop_map(AMQPValue::LongLongInt),
+            any::<u32>().prop_map(AMQPValue::LongUInt),
+            any::<u64>().prop_map(AMQPValue::Timestamp),
+            any::<f64>().prop_map(AMQPValue::Double),
+            Just(AMQPValue::Void),
+        ]
+    }
+
+    fn delivery() -> impl Strategy<Value = Delivery> {
+        let name = prop_oneof![
+            "[a-z0-9]{0,24}",
+            "\\PC{0,30}",
+            Just("traceparent".to_string()),
+            Just("x-wafer-attempt".to_string()),
+            Just("x-delivery-count".to_string()),
+            Just("id".to_string()),
+        ];
+        (
+            proptest::collection::vec((name, amqp_value()), 0..12),
+            proptest::option::of("\\PC{0,60}"),
+            proptest::option::of("\\PC{0,60}"),
+            proptest::option::of("\\PC{0,60}"),
+            proptest::option::of(any::<u64>()),
+            any::<Vec<u8>>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(headers, content_type, id, kind, time, data, redelivered)| {
+                    let mut table = FieldTable::default();
+                    for (name, value) in headers {
+                        if let Ok(name) = ShortString::try_new(name) {
+                            table.insert(name, value);
+                        }
+                    }
+                    let mut properties = BasicProperties::default().with_headers(table);
+                    if let Some(t) = content_type {
+                        properties = properties.with_content_type(ShortString::from(t));
+                    }
+                    if let Some(id) = id {
+                        properties = properties.with_message_id(ShortString::from(id));
+                    }
+                    if let Some(kind) = kind {
+                        properties = properties.with_type(ShortString::from(kind));
+                    }
+                    if let Some(time) = time {
+                        properties = properties.with_timestamp(time);
+                    }
+                    let mut delivery = Delivery::mock(
+                        1,
+                        ShortString::from(""),
+                        ShortString::from("q"),
+                        redelivered,
+                        data,
+                    );
+                    delivery.properties = properties;
+                    delivery
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_becomes_a_valid_cloudevent_request(
+            batch in proptest::collection::vec(delivery(), 1..4),
+            attempt in any::<u32>(),
+            source in "\\PC{0,60}",
+        ) {
+            let batch: Vec<&Delivery> = batch.iter().collect();
+            let ids = event_ids(&batch);
+            prop_assert_eq!(ids.len(), batch.len());
+            let unique: HashSet<&String> = ids.iter().collect();
+            prop_assert_eq!(unique.len(), ids.len(), "event ids are unique within a batch");
+            let one = binary_request("/f", &source, batch[0], &ids[0], attempt);
+            prop_assert!(one.headers().contains_key("ce-id"));
+            let attempts = vec![attempt; batch.len()];
+            let many = batch_request("/f", &source, &batch, &ids, &attempts);
+            prop_assert!(many.headers().contains_key(header::CONTENT_TYPE));
+            for delivery in &batch {
+                let _ = attempt_of(delivery);
+                let _ = header_int(delivery, DELIVERY_COUNT_HEADER);
+                let _ = trace_context(delivery);
+                let _ = headers_of(delivery);
+            }
+        }
+
+        #[test]
+        fn any_text_becomes_a_header_value(text in "\\PC{0,200}") {
+            let value = header_value(&text);
+            prop_assert!(!text.is_empty() || value.is_empty());
+        }
     }
 }
 
