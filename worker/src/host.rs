@@ -32,6 +32,16 @@ pub(crate) struct Host {
     pub(crate) output_budget: Arc<OutputBudget>,
 }
 
+/// Live resources (fields, streams, requests, pollables...) one instance may hold. Each is
+/// host memory the guest's memory limit does not count, so a guest that makes them and never
+/// drops them is stopped here (the call traps) rather than at wasmtime's default of a million.
+/// Real components hold tens to hundreds (a wasi:http call needs about ten).
+const MAX_RESOURCES: usize = 4096;
+/// The largest header block a guest may build or receive, so that [`MAX_RESOURCES`] of them
+/// bound what an instance can hold (256 MiB at worst). Requests from clients are held to the
+/// same 64 KiB by the gateway.
+const MAX_FIELDS_BYTES: usize = 64 << 10;
+
 impl Host {
     /// Takes the trace context of the call now starting, for the guest's outbound requests.
     pub(crate) fn carry_trace(&mut self, headers: &http::HeaderMap) {
@@ -55,10 +65,16 @@ impl Host {
         wasi.envs(&config.env)
             .stdout(output(Stream::Stdout))
             .stderr(output(Stream::Stderr));
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let host = Host {
-            table: ResourceTable::new(),
+            table,
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_FIELDS_BYTES);
+                http
+            },
             outbound: OutboundPolicy::new(config.allowed_outbound_hosts.clone()),
             limiter: Limiter::new(config.limits.memory),
             output_budget,

@@ -122,3 +122,142 @@ async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
 async fn get_owned(url: String) -> (u16, String) {
     get(&url).await
 }
+
+/// The most RSS wafer (`pid`) reaches while `work` runs, sampled every few milliseconds.
+async fn peak_rss_during<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(rss_of(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(rss_of(pid))
+        })
+    };
+    let out = work.await;
+    stop.store(true, Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Host memory a guest could drive: empty writes by the hundred thousand, a body written faster than
+/// the client reads, a request body never read, resources never dropped. Each call either
+/// finishes or fails cleanly, wafer's RSS stays within a bound while it runs, and repeating it
+/// does not grow it further.
+#[tokio::test]
+async fn a_guest_cannot_make_the_host_hold_memory_for_it() {
+    const BOUND: u64 = 192 << 20;
+    let wafer = Wafer::start();
+    wafer
+        .deploy_ok(
+            "hoard",
+            &guest("hoard"),
+            "[limits]\ntimeout = \"5m\"\n[scaling]\nreuse = 1",
+        )
+        .await;
+    let url = |case: &str| wafer.url(&format!("/hoard?case={case}"));
+    assert_eq!(get(&url("unread")).await.0, 200);
+    let pid = wafer.pid();
+    let baseline = rss_of(pid);
+    let mut peaks = Vec::new();
+    for round in 0..2 {
+        for case in ["empty-stdout", "empty-body", "resources"] {
+            let ((status, body), peak) = peak_rss_during(pid, get(&url(case))).await;
+            match case {
+                // The table of resources fills, and the call traps instead of the host growing.
+                "resources" => assert_eq!(status, 500, "{body}"),
+                _ => assert_eq!(status, 200, "{case}: {body}"),
+            }
+            assert!(
+                peak < baseline + BOUND,
+                "{case} (round {round}): RSS peaked at {} MiB from {} MiB",
+                peak >> 20,
+                baseline >> 20
+            );
+            peaks.push((round, case, peak));
+        }
+
+        // Empty body writes to an HTTP/2 client that waits before it reads: each would be a
+        // DATA frame queued without flow control.
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let (body, peak) = peak_rss_during(pid, async {
+            let response = h2.get(url("empty-body")).send().await.unwrap();
+            assert_eq!(response.version(), reqwest::Version::HTTP_2);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            response.text().await.unwrap()
+        })
+        .await;
+        assert_eq!(body, "done\n");
+        assert!(
+            peak < baseline + BOUND,
+            "empty-body over HTTP/2: {} MiB",
+            peak >> 20
+        );
+
+        // A 512 MiB body, and a client that reads a little and then stops for a while.
+        let (_, peak) = peak_rss_during(pid, async {
+            let mut response = http().get(url("fast-body")).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.chunk().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        })
+        .await;
+        assert!(peak < baseline + BOUND, "fast-body: {} MiB", peak >> 20);
+
+        // A 256 MiB request body the guest never reads.
+        let (status, peak) = peak_rss_during(pid, async {
+            let chunks = (0..4096).map(|_| Ok::<_, std::io::Error>(vec![b'u'; 64 << 10]));
+            let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+            match http().post(url("unread")).body(body).send().await {
+                Ok(response) => response.status().as_u16(),
+                // wafer may close the connection rather than read what nobody wants.
+                Err(_) => 200,
+            }
+        })
+        .await;
+        assert_eq!(status, 200);
+        assert!(peak < baseline + BOUND, "unread: {} MiB", peak >> 20);
+    }
+    // A second round costs no more than the first: nothing was kept from it.
+    for (case, first) in peaks.iter().filter(|p| p.0 == 0).map(|p| (p.1, p.2)) {
+        let second = peaks.iter().find(|p| p.0 == 1 && p.1 == case).unwrap().2;
+        assert!(
+            second < first + (32 << 20),
+            "{case}: {} MiB, then {} MiB",
+            first >> 20,
+            second >> 20
+        );
+    }
+    // Healthy calls still work, and the host's memory is back near where it started.
+    assert_eq!(get(&url("unread")).await.0, 200);
+    let after = rss_of(pid);
+    eprintln!(
+        "RSS from {} MiB: peaks {:?}, after {} MiB",
+        baseline >> 20,
+        peaks
+            .iter()
+            .map(|(r, c, p)| (r, c, p >> 20))
+            .collect::<Vec<_>>(),
+        after >> 20
+    );
+    assert!(
+        after < baseline + BOUND,
+        "RSS {} MiB after, from {} MiB; peaks {peaks:?}",
+        after >> 20,
+        baseline >> 20
+    );
+}

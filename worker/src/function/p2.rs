@@ -391,10 +391,15 @@ impl http_body::Body for Completed {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {}
-            Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
-            Poll::Pending => return Poll::Pending,
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(None) => break,
+                // Empty writes cost the guest nothing; passed on, each would be an HTTP/2 DATA
+                // frame queued without flow control (wasmtime 48.0.9's GHSA-f8mm-ggr3-89wh).
+                Poll::Ready(Some(Ok(frame))) if frame.data_ref().is_some_and(|d| d.is_empty()) => {}
+                Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
         let Some(done) = this.done.as_mut() else {
             return Poll::Ready(None);
