@@ -60,6 +60,10 @@ fn base_config() -> Config {
     config.epoch_interruption(true);
     // Guests overflowing their stack trap cleanly at this depth; 1 MiB fits deep but sane recursion.
     config.max_wasm_stack(1 << 20);
+    // Wasm 3.0's GC proposal stays off: wasmtime is built without its GC runtime, and in 48.0.8
+    // a non-final (`sub`) function type, which the proposal lets a module declare, aborted the
+    // whole process at its first `call_indirect` (GHSA-rc4p-x33f-vpr2). Refused at deploy now.
+    config.wasm_gc(false);
     config
 }
 

@@ -95,3 +95,35 @@ fn the_unmutated_inputs_are_judged_as_expected() {
         "{error}"
     );
 }
+
+/// The proposals behind wasmtime 48.0.9's abort advisories (GC types and `ref.test`, shared
+/// memories and atomic waits) are off: modules that use them are refused at deploy, so their
+/// code never runs (SECURITY.md).
+#[test]
+fn modules_using_the_gc_or_threads_proposals_are_refused() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = worker(&runtime, dir.path());
+    for (what, wat) in [
+        (
+            "a non-final function type",
+            r#"(module (type $t (sub (func))) (table 1 funcref)
+                 (func (export "_start") (call_indirect (type $t) (i32.const 0))))"#,
+        ),
+        (
+            "a GC struct and ref.test",
+            r#"(module (type $s (struct (field i32)))
+                 (func (export "_start") (drop (ref.test (ref $s) (ref.null none)))))"#,
+        ),
+        (
+            "a shared memory and atomic wait",
+            r#"(module (memory 1 1 shared)
+                 (func (export "_start")
+                   (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const 0)))))"#,
+        ),
+    ] {
+        let module = wat::parse_str(wat).unwrap();
+        let result = runtime.block_on(worker.prepare(Bytes::from(module)));
+        assert!(result.is_err(), "{what} was accepted");
+    }
+}
