@@ -30,7 +30,8 @@ pub struct Serve {
     /// The wafer binary.
     #[arg(long, default_value = "target/release/wafer")]
     wafer: PathBuf,
-    /// The peer: `wasmtime` at the version wafer embeds.
+    /// The peer: `wasmtime` (bench/run passes the official release binary, or a build of its own
+    /// when that cannot be fetched).
     #[arg(long, default_value = "target/peer/bin/wasmtime")]
     wasmtime: PathBuf,
     /// Only these parts (default: all of throughput, cold, deploy, memory, p3, and compare
