@@ -53,6 +53,8 @@ pub struct Serve {
 const HELLO: &str = "target/guests/wasm32-wasip2/release/hello.wasm";
 /// The same hello as a wasi:http 0.3 service (`examples/hello-p3`).
 const HELLO_P3: &str = "target/guests/wasm32-wasip2/release/hello_p3.wasm";
+/// The manifest that makes `hello` log nothing (the peer gets `--env QUIET=1`).
+const QUIET: &str = "[env]\nQUIET = \"1\"\n";
 /// The server's core and the load generator's.
 const SERVER_CPU: &str = "0";
 const CLIENT_CPU: &str = "1";
@@ -257,8 +259,10 @@ impl Serve {
         {
             let data = tempfile::tempdir()?;
             let wafer = Wafer::start_in(wafer_bin, data.path(), &[], Some(SERVER_CPU))?;
-            wafer.deploy("hello", hello, "").await?;
-            wafer.deploy("fresh", hello, "[scaling]\nreuse = 1").await?;
+            // A hello that logs nothing, here and on the peer: neither side pays for logging.
+            wafer.deploy("hello", hello, QUIET).await?;
+            let fresh = format!("{QUIET}[scaling]\nreuse = 1\n");
+            wafer.deploy("fresh", hello, &fresh).await?;
             for (label, path) in [
                 ("wafer (warm reuse)", "/hello"),
                 ("wafer (fresh instance per call)", "/fresh"),
@@ -268,10 +272,10 @@ impl Serve {
             }
         }
         for (label, extra) in [
-            ("wasmtime serve (default)", &[][..]),
+            ("wasmtime serve (default)", &["--env", "QUIET=1"][..]),
             (
                 "wasmtime serve --max-instance-reuse-count 128",
-                &["--max-instance-reuse-count", "128"][..],
+                &["--env", "QUIET=1", "--max-instance-reuse-count", "128"][..],
             ),
         ] {
             let server = wasmtime_serve(wasmtime, hello, extra, true).await?;
