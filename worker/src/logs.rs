@@ -307,22 +307,17 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
         std::thread::sleep(DISK_FLUSH);
         let last = Arc::strong_count(&queue) == 1;
         let ops = std::mem::take(&mut *queue.ops.lock().unwrap());
-        // Each function's lines of this batch, in order, as (text, lines).
-        let mut batch: Vec<(Arc<str>, String, u64)> = Vec::new();
+        // Each function's lines of this batch, in order: their text and how many.
+        let mut batch: HashMap<Arc<str>, (String, u64)> = HashMap::new();
         for op in ops {
             match op {
                 DiskOp::Append(name, line) => {
-                    let text = line.to_disk();
-                    match batch.iter_mut().find(|(n, _, _)| *n == name) {
-                        Some((_, pending, lines)) => {
-                            pending.push_str(&text);
-                            *lines += 1;
-                        }
-                        None => batch.push((name, text, 1)),
-                    }
+                    let (text, lines) = batch.entry(name).or_default();
+                    text.push_str(&line.to_disk());
+                    *lines += 1;
                 }
                 DiskOp::Remove(name) => {
-                    batch.retain(|(n, _, _)| *n != name);
+                    batch.remove(&name);
                     files.remove(&name);
                     for path in [
                         dir.join(format!("{name}.log")),
@@ -334,7 +329,7 @@ fn disk_writer(dir: &Path, queue: Arc<DiskQueue>) {
             }
         }
         let mut written = std::collections::HashSet::new();
-        for (name, text, lines) in batch {
+        for (name, (text, lines)) in batch {
             match append(dir, &mut files, &name, &text) {
                 Ok(()) if failing => {
                     failing = false;
@@ -661,18 +656,10 @@ mod tests {
         }
         // The writer thread drains its queue before the file is read back.
         let path = dir.path().join("f.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text.contains(&format!("line {}", RECENT_LINES * 2 - 1)) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never written to disk"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let last = format!("line {}", RECENT_LINES * 2 - 1);
+        wait_for("never written to disk", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.contains(&last))
+        });
         let logs = Logs::new(Some(dir.path().to_path_buf()), unwritten()).unwrap();
         let sink = logs.sink("f");
         let last = sink.recent(1);

@@ -84,46 +84,47 @@ async fn keep(request: Request) -> (Request, Option<Kept>) {
     }
     let mut data = BytesMut::new();
     let mut trailers = None;
-    let unkept = loop {
+    let end = loop {
         match body.frame().await {
-            None => break None,
+            None => break BodyEnd::Whole,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(bytes) => {
                     data.extend_from_slice(&bytes);
                     if data.len() > REPLAY_BODY {
-                        break Some(None);
+                        break BodyEnd::TooLarge;
                     }
                 }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(t);
-                    }
-                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
             },
-            Some(Err(e)) => break Some(Some(e)),
+            Some(Err(e)) => break BodyEnd::Broke(e),
         }
     };
     let data = data.freeze();
-    match unkept {
-        None => {
-            let kept = Kept {
-                head,
-                body: data,
-                trailers,
-            };
-            (kept.request(), Some(kept))
-        }
-        Some(error) => {
-            let read = futures::stream::once(std::future::ready(Ok(Frame::data(data))));
-            let rest: Pin<Box<dyn futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>> =
-                match error {
-                    Some(e) => Box::pin(futures::stream::once(std::future::ready(Err(e)))),
-                    None => Box::pin(BodyStream::new(body)),
+    let rest: Pin<Box<dyn futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>> =
+        match end {
+            BodyEnd::Whole => {
+                let kept = Kept {
+                    head,
+                    body: data,
+                    trailers,
                 };
-            let body = StreamBody::new(read.chain(rest)).boxed_unsync();
-            (Request::from_parts(head, body), None)
-        }
-    }
+                return (kept.request(), Some(kept));
+            }
+            BodyEnd::TooLarge => Box::pin(BodyStream::new(body)),
+            BodyEnd::Broke(e) => Box::pin(futures::stream::once(std::future::ready(Err(e)))),
+        };
+    let read = futures::stream::once(std::future::ready(Ok(Frame::data(data))));
+    let body = StreamBody::new(read.chain(rest)).boxed_unsync();
+    (Request::from_parts(head, body), None)
+}
+
+/// How reading a body to keep it ended.
+enum BodyEnd {
+    Whole,
+    /// Past [`REPLAY_BODY`]: the rest streams.
+    TooLarge,
+    /// The client's body failed: the call sees the same failure.
+    Broke(BoxError),
 }
 
 /// Whether a failed attempt is replayed.

@@ -593,13 +593,20 @@ async fn settle(
             headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
             let queue = retry_queue(&trigger.queue, delay);
             tracing::debug!(function = %ctx.function, queue = %trigger.queue, attempt, ?delay, error = %failure.message, "retrying message");
-            republish_then_ack(publish, &queue, &delivery, headers, &metrics.retried).await
+            republish_then_ack(publish, &queue, &delivery, headers, Some(&metrics.retried)).await
         }
         Verdict::Retry(failure) | Verdict::DeadLetter(failure) => {
             let headers = dead_letter_headers(ctx, &delivery, (attempt, version), &failure);
             tracing::info!(function = %ctx.function, queue = %trigger.queue, attempt, error = %failure.message, "dead-lettering message");
             let queue = &trigger.dead_letter;
-            republish_then_ack(publish, queue, &delivery, headers, &metrics.dead_lettered).await
+            republish_then_ack(
+                publish,
+                queue,
+                &delivery,
+                headers,
+                Some(&metrics.dead_lettered),
+            )
+            .await
         }
     };
     match (outcome, count.entry) {
@@ -624,10 +631,7 @@ pub(super) async fn give_back(
     delivery: &Delivery,
 ) -> Result<(), String> {
     let headers = headers_of(delivery);
-    match republish(publish, &ctx.trigger.queue, delivery, headers).await {
-        Ok(()) => ack(delivery).await,
-        Err(e) => Err(requeue_after(delivery, e).await),
-    }
+    republish_then_ack(publish, &ctx.trigger.queue, delivery, headers, None).await
 }
 
 /// The headers a dead-lettered message carries: its own, plus why and where it failed.
@@ -658,18 +662,20 @@ fn dead_letter_headers(
 }
 
 /// Republishes a copy of `delivery` to `queue` and acks the original once the broker has
-/// confirmed the copy (counting it in `republished`); if it has not, the original goes back to
-/// its queue (so nothing is lost).
+/// confirmed the copy (counting it in `republished`, if given); if it has not, the original goes
+/// back to its queue (so nothing is lost).
 async fn republish_then_ack(
     publish: &Channel,
     queue: &str,
     delivery: &Delivery,
     headers: FieldTable,
-    republished: &prometheus::IntCounter,
+    republished: Option<&prometheus::IntCounter>,
 ) -> Result<(), String> {
     match republish(publish, queue, delivery, headers).await {
         Ok(()) => {
-            republished.inc();
+            if let Some(counter) = republished {
+                counter.inc();
+            }
             ack(delivery).await
         }
         Err(e) => Err(requeue_after(delivery, e).await),
