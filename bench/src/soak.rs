@@ -1,7 +1,8 @@
-//! Soak: minutes of mixed load at about 80% of the measured maximum rate (HTTP functions of
-//! three kinds plus a queue-triggered one), sampling wafer's RSS and the error count every few
-//! seconds. Reports errors (target 0) and RSS growth from the first sample after warm-up to the
-//! last (target < 10%).
+//! Soak: minutes (an hour, for the record) of mixed load at about 80% of the measured maximum
+//! rate: HTTP to functions of three kinds, one of them split 50/50 between two versions, a
+//! queue-triggered function, and a schedule firing every second. Samples wafer's RSS, open file
+//! descriptors and the error count every few seconds. Reports errors (target 0), RSS growth from
+//! the first sample after warm-up to the last (target < 5%) and file descriptors (flat).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,8 +67,30 @@ impl Soak {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_nanos()
         );
+        // Two versions of hello taking half the calls each.
+        for greeting in ["one", "two"] {
+            wafer
+                .deploy(
+                    "hello",
+                    &root.join(GUESTS).join("hello.wasm"),
+                    &format!("[env]\nGREETING = \"{greeting}\""),
+                )
+                .await?;
+        }
         wafer
-            .deploy("hello", &root.join(GUESTS).join("hello.wasm"), "")
+            .admin(
+                reqwest::Method::PUT,
+                "/_wafer/v1/functions/hello/traffic",
+                serde_json::json!({"split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}),
+            )
+            .await?;
+        // A schedule every second (its function is hello too: any request is a call).
+        wafer
+            .deploy(
+                "tick",
+                &root.join(GUESTS).join("hello.wasm"),
+                "route = \"/tick\"\n[[schedule]]\ncron = \"* * * * * *\"",
+            )
             .await?;
         wafer
             .deploy("api", &root.join(GUESTS).join("json_api.wasm"), "")
@@ -119,8 +142,10 @@ impl Soak {
             "max rate {max_rate:.0} req/s; soaking at {rate:.0} req/s for {:?}",
             self.duration
         );
-        println!("| t (s) | rss (MiB) | requests | errors | skipped | queue acked |");
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| t (s) | rss (MiB) | fds | requests | errors | skipped | queue acked | scheduled runs |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
 
         let counters = Arc::new(Counters::default());
         // Paced arrivals served by a fixed set of keep-alive connections (as wrk2 does): the
@@ -205,22 +230,21 @@ impl Soak {
                     .metric(&format!("wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"))
                     .await
                     .unwrap_or(0.0);
-                let row = (
-                    started.elapsed().as_secs(),
+                let row = Sample {
+                    t: started.elapsed().as_secs(),
                     rss,
+                    fds: wafer.fds(),
+                };
+                println!(
+                    "| {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                    row.t,
+                    row.rss as f64 / (1 << 20) as f64,
+                    row.fds,
                     counters.sent.load(Ordering::Relaxed),
                     counters.errors.load(Ordering::Relaxed),
                     counters.skipped.load(Ordering::Relaxed),
                     acked as u64,
-                );
-                println!(
-                    "| {} | {:.1} | {} | {} | {} | {} |",
-                    row.0,
-                    row.1 as f64 / (1 << 20) as f64,
-                    row.2,
-                    row.3,
-                    row.4,
-                    row.5
+                    scheduled_runs(&wafer, "ok").await,
                 );
                 samples.push(row);
             }
@@ -232,12 +256,11 @@ impl Soak {
         }
         let _ = publishing.acquire_many(512).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let warm = samples
-            .iter()
-            .find(|s| s.0 >= 30)
-            .or(samples.first())
-            .map_or(0, |s| s.1);
+        let warm = samples.iter().find(|s| s.t >= 30).or(samples.first());
+        let (warm, warm_fds) = warm.map_or((0, 0), |s| (s.rss, s.fds));
         let last = wafer.rss();
+        let fds = samples.iter().map(|s| s.fds);
+        let (least_fds, most_fds) = (fds.clone().min().unwrap_or(0), fds.max().unwrap_or(0));
         let acked = wafer
             .metric(&format!(
                 "wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"
@@ -259,6 +282,18 @@ impl Soak {
             "skipped queue messages: {}",
             counters.skipped_publishes.load(Ordering::Relaxed)
         );
+        println!(
+            "open file descriptors: {warm_fds} after warm-up, {} at the end (least {least_fds}, most {most_fds} over {} samples)",
+            wafer.fds(),
+            samples.len()
+        );
+        println!(
+            "scheduled runs: {} ok, {} failed, {} missed over {:?}",
+            scheduled_runs(&wafer, "ok").await,
+            scheduled_runs(&wafer, "failed").await,
+            scheduled_runs(&wafer, "missed").await,
+            started.elapsed()
+        );
         for (kind, n) in counters.kinds.lock().unwrap().iter() {
             println!("  {n} x {kind}");
         }
@@ -267,6 +302,23 @@ impl Soak {
             .await;
         Ok(())
     }
+}
+
+/// One sample of the server process.
+struct Sample {
+    t: u64,
+    rss: u64,
+    fds: usize,
+}
+
+/// Runs of the every-second schedule with this outcome so far.
+async fn scheduled_runs(wafer: &Wafer, outcome: &str) -> u64 {
+    wafer
+        .metric(&format!(
+            "wafer_schedule_runs_total{{function=\"tick\",outcome=\"{outcome}\",schedule=\"schedule-1\"}}"
+        ))
+        .await
+        .unwrap_or(0.0) as u64
 }
 
 /// Publishes one order for order-processor; true once the broker confirmed it.

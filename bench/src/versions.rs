@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::serve::parse_wrk;
 use crate::wafer::{TOKEN, Wafer, root};
@@ -48,24 +48,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn admin(
-    wafer: &Wafer,
-    method: reqwest::Method,
-    path: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .request(method, format!("{}{path}", wafer.url))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("{path}: {}", response.text().await?);
-    }
-    Ok(())
-}
-
 impl Versions {
     pub async fn run(self) -> anyhow::Result<()> {
         let root = root();
@@ -82,8 +64,8 @@ impl Versions {
         wafer
             .deploy("split", &hello, "[env]\nGREETING = \"two\"")
             .await?;
-        admin(
-            &wafer,
+        wafer
+            .admin(
             reqwest::Method::PUT,
             "/_wafer/v1/functions/split/traffic",
             serde_json::json!({"split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}),

@@ -70,6 +70,30 @@ impl Wafer {
         })
     }
 
+    /// Sends an admin request with a JSON body; fails unless it succeeds.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("{path}: {}", response.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+    }
+
     /// Deploys `wasm` as `name` with a TOML manifest.
     pub async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
         let form = reqwest::multipart::Form::new()

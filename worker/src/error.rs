@@ -79,6 +79,21 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
+    /// Whether a call that failed so cost its neighbours CPU for nothing: it trapped, timed out,
+    /// ran out of memory, failed to start or gave no answer (an instance started and thrown away).
+    pub(crate) fn is_hostile(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::Timeout { .. }
+                | InvokeError::MemoryLimit { .. }
+                | InvokeError::Trap { .. }
+                | InvokeError::NoResponse { .. }
+                | InvokeError::Instantiate { .. }
+        )
+    }
+}
+
+impl InvokeError {
     /// Every [`InvokeError::kind`], for those that keep a series per kind.
     pub const KINDS: &[&str] = &[
         "not_found",

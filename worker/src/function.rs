@@ -21,6 +21,7 @@ use wasmtime::Store;
 use crate::backend::{Deployment, FunctionConfig, Request, Response};
 use crate::code::Code;
 use crate::error::InvokeError;
+use crate::fair::Standing;
 use crate::host::Host;
 use crate::instance::{P2Instance, P3Instance};
 use crate::limits::{CallClock, Capacity};
@@ -51,6 +52,9 @@ pub(crate) struct Function {
     last_call_ms: AtomicU64,
     /// What its instances take from the worker.
     capacity: Arc<Capacity>,
+    /// Whether its recent calls were hostile to their neighbours, which puts its calls on
+    /// low-priority threads (see `fair`).
+    pub(crate) standing: Arc<Standing>,
 }
 
 impl Function {
@@ -63,6 +67,7 @@ impl Function {
         capacity: Arc<Capacity>,
     ) -> Function {
         let limits = deployment.config.limits.clone();
+        let standing = Standing::new(Arc::from(deployment.name.as_str()), logs.clone());
         Function {
             pool: Pool::new(
                 limits,
@@ -83,6 +88,7 @@ impl Function {
             metrics,
             last_call_ms: AtomicU64::new(0),
             capacity,
+            standing,
         }
     }
 
@@ -134,6 +140,12 @@ impl Function {
         self.code.lock().unwrap().take().is_some()
     }
 
+    /// Where a clock for one of its 0.2 or CGI stores marks CPU held past the short-call budget.
+    /// (A 0.3 store's calls share its clock, which cannot tell one call from many: none there.)
+    fn clock_marks(&self) -> Option<Arc<Standing>> {
+        Some(self.standing.clone())
+    }
+
     /// A fresh store for one of the function's component instances.
     fn store(&self, engine: &wasmtime::Engine, clock: &CallClock) -> Store<Host> {
         Host::store(engine, &self.config, &self.logs, clock)
@@ -170,9 +182,9 @@ impl Function {
 
     /// Starts one instance in `slot` and adds it to the pool, idle.
     async fn prewarm(&self, code: &Code, slot: crate::limits::Slot) -> Result<(), String> {
-        let clock = self.capacity.clock();
         match code {
             Code::P2(pre) => {
+                let clock = self.capacity.clock(self.clock_marks());
                 let started = Instant::now();
                 let store = self.store(pre.engine(), &clock);
                 let instance = P2Instance::start(pre, store, clock, slot, &self.metrics)
@@ -182,6 +194,7 @@ impl Function {
                 self.pool.add_prewarmed(instance);
             }
             Code::P3(pre) => {
+                let clock = self.capacity.clock(None);
                 let store = self.store(pre.engine(), &clock);
                 let instance = P3Instance::spawn(pre, store, clock, slot, &self.metrics);
                 instance.started().await.map_err(|failure| {
@@ -196,9 +209,13 @@ impl Function {
         Ok(())
     }
 
-    /// Records a call that succeeded.
-    fn succeeded(&self, started: Instant) {
+    /// Records a call that succeeded. One that ran long on the CPU has had its hostile marks
+    /// already (see `fair::Standing`), and gets no good one.
+    fn succeeded(&self, started: Instant, ran_long: bool) {
         self.metrics.succeeded(started.elapsed());
+        if !ran_long {
+            self.standing.record(false);
+        }
     }
 
     /// Records a failed call in the metrics and the function's log.
@@ -206,6 +223,7 @@ impl Function {
         self.metrics.ran_and_failed(&error, started.elapsed());
         self.logs.push(Stream::Wafer, error.to_string());
         tracing::debug!(function = %self.name, error = %error, "call failed");
+        self.standing.record(error.is_hostile());
         error
     }
 

@@ -24,6 +24,8 @@
 //! - `outbound`: which hosts a guest's outbound HTTP may reach;
 //! - `limits`: per-function limits, the worker's instance budget and CPU lanes, and the hooks
 //!   that enforce them;
+//! - `fair`: each function's standing, and the low-priority threads where the calls of one
+//!   that keeps trapping, timing out or burning CPU run, behind everyone else's;
 //! - [`compile`]: code by digest, validated, compiled once, cached on disk ([`disk`]: crash-safe
 //!   files);
 //! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epoch ticker);
@@ -42,6 +44,7 @@ pub mod compile;
 pub mod disk;
 pub mod engine;
 mod error;
+mod fair;
 mod function;
 mod gather;
 mod host;

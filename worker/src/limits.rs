@@ -3,7 +3,8 @@
 //! Memory is enforced by [`Limiter`], a wasmtime `ResourceLimiter` installed in every store; time by
 //! epoch interruption (the guest yields to tokio every tick, so a wall-clock `tokio::time::timeout`
 //! can stop it even in a tight loop) plus that same timeout around host calls; concurrency by the
-//! pool's semaphore (see `pool`); CPU between long-running calls by [`Lanes`]; live instances
+//! pool's semaphore (see `pool`); CPU between long-running calls by [`Lanes`] (and between
+//! functions by `fair`, whose standing the clock marks for CPU a call holds); live instances
 //! across all functions by [`Slots`]. [`Capacity`] is what a call takes from the worker as a
 //! whole: a slot, a CPU clock, and the epoch ticker's fast pace.
 
@@ -16,6 +17,7 @@ use wasmtime::{CallHook, UpdateDeadline};
 
 use crate::engine::{Demand, Running};
 use crate::error::InvokeError;
+use crate::fair::Standing;
 
 /// The limits one function runs under. `Default` states wafer's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,9 +107,9 @@ impl Capacity {
         self.slots.try_take()
     }
 
-    /// A clock for one new store.
-    pub(crate) fn clock(&self) -> CallClock {
-        self.lanes.clock()
+    /// A clock for one new store, marking `standing` for CPU held past the short-call budget.
+    pub(crate) fn clock(&self, standing: Option<Arc<Standing>>) -> CallClock {
+        self.lanes.clock(standing)
     }
 
     /// Keeps the epoch ticking fast while the guard lives (a call or a pre-warm is running).
@@ -170,7 +172,7 @@ impl Drop for Slot {
 
 /// Epoch ticks a call may run on the CPU before it counts as long-running (a tick is
 /// [`crate::engine::EPOCH_TICK`]).
-const SHORT_CALL_TICKS: u32 = 10;
+pub(crate) const SHORT_CALL_TICKS: u32 = 10;
 
 /// CPU lanes for long-running calls, worker-wide.
 ///
@@ -194,8 +196,9 @@ impl Lanes {
     }
 
     /// A clock for one store.
-    pub(crate) fn clock(&self) -> CallClock {
+    pub(crate) fn clock(&self, standing: Option<Arc<Standing>>) -> CallClock {
         CallClock(Arc::new(ClockState {
+            standing,
             lanes: self.0.clone(),
             ticks: AtomicU32::new(0),
             holding: AtomicBool::new(false),
@@ -209,6 +212,8 @@ impl Lanes {
 pub(crate) struct CallClock(Arc<ClockState>);
 
 struct ClockState {
+    /// Marked hostile for each [`SHORT_CALL_TICKS`] a call runs past its short budget.
+    standing: Option<Arc<Standing>>,
     lanes: Arc<Semaphore>,
     ticks: AtomicU32,
     /// Whether `lane` is (probably) set: checked without the lock on every host call.
@@ -240,9 +245,14 @@ impl CallClock {
         let state = self.0.clone();
         store.epoch_deadline_callback(move |_| {
             let ticks = state.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+            if ticks.is_multiple_of(SHORT_CALL_TICKS)
+                && let Some(standing) = &state.standing
+            {
+                standing.record(true);
+            }
             // `yield_now` defers the wake-up until tokio has run its other tasks and polled for
             // I/O; a plain self-wake would let the guest run again at once from the LIFO slot.
-            if ticks < SHORT_CALL_TICKS {
+            if ticks < SHORT_CALL_TICKS || crate::fair::on_low_thread() {
                 return Ok(UpdateDeadline::YieldCustom(
                     1,
                     Box::pin(tokio::task::yield_now()),
@@ -266,7 +276,8 @@ impl CallClock {
                 CallHook::CallingHost => state.release(),
                 CallHook::ReturningFromHost
                     if state.ticks.load(Ordering::Relaxed) >= SHORT_CALL_TICKS
-                        && !state.holding.load(Ordering::Relaxed) =>
+                        && !state.holding.load(Ordering::Relaxed)
+                        && !crate::fair::on_low_thread() =>
                 {
                     // A free lane is taken only if no long call is queued for one (tokio's
                     // semaphore hands released permits to waiters first).
@@ -280,6 +291,11 @@ impl CallClock {
             Ok(())
         });
         store.set_epoch_deadline(1);
+    }
+
+    /// Whether the current call has run on the CPU past the short-call budget.
+    pub(crate) fn ran_long(&self) -> bool {
+        self.0.ticks.load(Ordering::Relaxed) >= SHORT_CALL_TICKS
     }
 
     /// Starts a new call on the store: a fresh short-call budget, no lane.
@@ -410,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn a_clock_gives_its_lane_back_when_its_call_restarts() {
         let lanes = Lanes::new(1);
-        let clock = lanes.clock();
+        let clock = lanes.clock(None);
         let lane = lanes.0.clone().try_acquire_owned().unwrap();
         clock.0.hold(lane);
         assert_eq!(lanes.0.available_permits(), 0);

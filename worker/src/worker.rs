@@ -85,6 +85,8 @@ struct Inner {
     code_idle: Duration,
     pooling: bool,
     shutting_down: AtomicBool,
+    /// Where the calls of functions with a hostile standing run (see `fair`).
+    low_priority: &'static tokio::runtime::Handle,
     /// Advances the engine's epoch while it lives.
     _ticker: EpochTicker,
 }
@@ -111,6 +113,7 @@ impl Worker {
             .map_err(io("failed to open the logs directory"))?;
         let ticker = EpochTicker::start(&engine)?;
         let metrics = Metrics::new(&config.registry)?;
+        let low_priority = crate::fair::low_priority().map_err(WorkerError::Engine)?;
         let inner = Arc::new_cyclic(|inner: &Weak<Inner>| {
             let inner = inner.clone();
             let evict = move || inner.upgrade().is_some_and(|w| w.evict_longest_idle());
@@ -132,6 +135,7 @@ impl Worker {
                 code_idle: config.code_idle,
                 pooling,
                 shutting_down: AtomicBool::new(false),
+                low_priority,
             }
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
@@ -396,7 +400,8 @@ impl Backend for Worker {
                     version,
                 }),
         };
-        Box::pin(async move {
+        let low = found.as_ref().is_ok_and(|f| f.standing.is_low());
+        let call = async move {
             if inner.shutting_down.load(Ordering::Relaxed) {
                 return Err(InvokeError::ShuttingDown);
             }
@@ -404,6 +409,21 @@ impl Backend for Worker {
             function.touch();
             let code = inner.code_for(&function).await?;
             Ok(gather(function.invoke(code, request).await?).await)
+        };
+        if !low {
+            return Box::pin(call);
+        }
+        // The whole call, and whatever it spawns (the rest of a body, a 0.3 instance), runs on
+        // the low-priority threads; a caller that goes away leaves it to finish there.
+        let running = self.inner.low_priority.spawn(call);
+        let name = function.to_string();
+        Box::pin(async move {
+            running.await.unwrap_or_else(|_panic| {
+                Err(InvokeError::Trap {
+                    function: name,
+                    reason: "the call failed inside wafer (a bug: see the server log)".to_string(),
+                })
+            })
         })
     }
 

@@ -261,3 +261,43 @@ async fn a_guest_cannot_make_the_host_hold_memory_for_it() {
         baseline >> 20
     );
 }
+
+/// A function whose calls keep trapping, or spin on the CPU, has its calls moved to low-priority
+/// threads (its log says so); they still run and answer there, under the same limits, and good
+/// calls bring it back. Its neighbours are served all along.
+#[tokio::test]
+async fn a_function_that_keeps_trapping_or_spinning_runs_at_low_priority_until_it_behaves() {
+    let wafer = Wafer::start();
+    wafer.deploy_ok("hello", &guest("hello"), "").await;
+    wafer.deploy_ok("trap", &guest("trap"), "").await;
+    wafer
+        .deploy_ok("spin", &guest("spin"), "[limits]\ntimeout = \"1s\"")
+        .await;
+
+    for _ in 0..10 {
+        let (status, body) = get(&wafer.url("/trap")).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(error_of(&body).contains("trapped"), "{body}");
+    }
+    let logs = wafer.logs("trap").await;
+    assert!(logs.contains("they run at low priority"), "{logs}");
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+    // At low priority its calls still run and answer; enough good ones bring it back.
+    for _ in 0..30 {
+        let (status, body) = get(&wafer.url("/trap?behave")).await;
+        assert_eq!((status, body.as_str()), (200, "behaving\n"));
+    }
+    let logs = wafer.logs("trap").await;
+    assert!(logs.contains("behave again"), "{logs}");
+
+    // One spinning call is enough: the CPU it holds marks it while it runs. Its timeout still
+    // stops it, and the next one, on the low-priority threads, the same way.
+    for _ in 0..2 {
+        let (status, body) = get(&wafer.url("/spin")).await;
+        assert_eq!(status, 504, "{body}");
+        assert!(error_of(&body).contains("timed out"), "{body}");
+    }
+    let logs = wafer.logs("spin").await;
+    assert!(logs.contains("they run at low priority"), "{logs}");
+    assert_eq!(get(&wafer.url("/hello")).await.0, 200);
+}

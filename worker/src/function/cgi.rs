@@ -44,20 +44,21 @@ pub(super) async fn invoke(
         };
     drop(lease);
     match result {
-        Ok(response) => {
-            function.succeeded(started);
+        Ok((response, ran_long)) => {
+            function.succeeded(started, ran_long);
             Ok(response)
         }
         Err(error) => Err(function.failed(error, started)),
     }
 }
 
-/// Instantiates the module in a fresh store and runs it to its end.
+/// Instantiates the module in a fresh store and runs it to its end; also says whether it ran on
+/// the CPU past the short-call budget.
 async fn run(
     function: &Function,
     pre: &InstancePre<CgiHost>,
     request: Request,
-) -> Result<Response, InvokeError> {
+) -> Result<(Response, bool), InvokeError> {
     let limits = &function.config.limits;
     let slot = function.capacity.take_slot(&function.name)?;
     let traced = CallStart::wanted(&request);
@@ -70,7 +71,7 @@ async fn run(
     let budget = Arc::new(OutputBudget::default());
     budget.reset(limits.log_bytes_per_call);
     let environment = cgi::environment(&function.config, &parts, body.len());
-    let clock = function.capacity.clock();
+    let clock = function.capacity.clock(function.clock_marks());
     let mut store = CgiHost::store(pre.module().engine(), limits.memory, &clock, |wasi| {
         wasi.envs(&environment)
             .arg(function.name.as_ref())
@@ -107,6 +108,7 @@ async fn run(
             }
         },
     };
+    let ran_long = clock.ran_long();
     drop(store);
     drop(slot);
     let mut response = cgi::parse_output(&function.name, stdout.contents(), exit)?;
@@ -115,7 +117,7 @@ async fn run(
         instantiate: Some(instantiate),
     };
     start.tell(traced, &mut response);
-    Ok(response)
+    Ok((response, ran_long))
 }
 
 async fn read_body(mut body: Body) -> Result<Bytes, String> {

@@ -288,7 +288,7 @@ async fn run(
     };
     let error = match tokio::time::timeout(limits.timeout, attempt).await {
         Ok(Ok((mut instance, Ok(())))) if instance.responded() => {
-            function.succeeded(started);
+            function.succeeded(started, instance.ran_long());
             instance.idle_since = Instant::now();
             function.pool.release(instance, reused);
             drop(lease);
@@ -340,7 +340,7 @@ async fn cold_start(
 ) -> Result<P2Instance, InvokeError> {
     let slot = function.capacity.take_slot(&function.name)?;
     let started = Instant::now();
-    let clock = function.capacity.clock();
+    let clock = function.capacity.clock(function.clock_marks());
     let store = function.store(pre.engine(), &clock);
     let instance = P2Instance::start(pre, store, clock, slot, &function.metrics)
         .await

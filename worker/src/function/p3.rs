@@ -87,7 +87,7 @@ fn checkout(
     // one included.
     let slot = function.capacity.take_slot(&function.name)?;
     let (instance, started) = function.pool.checkout_or_start_p3(|| {
-        let clock = function.capacity.clock();
+        let clock = function.capacity.clock(None);
         let store = function.store(pre.engine(), &clock);
         P3Instance::spawn(pre, store, clock, slot, &function.metrics)
     });
@@ -118,7 +118,9 @@ impl P3Call {
 impl Drop for P3Call {
     fn drop(&mut self) {
         if self.ended == Some(true) {
-            self.function.succeeded(self.started);
+            // The calls of an instance share its store's CPU clock, so a 0.3 call's own CPU
+            // time is not known: only how it failed counts towards the function's standing.
+            self.function.succeeded(self.started, false);
         }
         // A guest error code leaves the instance fine; anything else may have poisoned it.
         self.function

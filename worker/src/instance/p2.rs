@@ -30,6 +30,8 @@ pub(crate) struct P2Instance {
     /// Whether the current call has set its response; shared with the response callback.
     responded: Arc<AtomicBool>,
     clock: CallClock,
+    /// Whether the last call ran on the CPU past the short-call budget.
+    ran_long: bool,
     /// Where the instance reports how many calls it served when it is dropped.
     calls_served: prometheus::Histogram,
     _slot: Slot,
@@ -59,6 +61,7 @@ impl P2Instance {
             idle_since: Instant::now(),
             responded: Arc::new(AtomicBool::new(false)),
             clock,
+            ran_long: false,
             calls_served: metrics.instance_calls.clone(),
             _slot: slot,
         })
@@ -98,9 +101,15 @@ impl P2Instance {
             .wasi_http_incoming_handler()
             .call_handle(&mut self.store, request, outparam)
             .await;
+        self.ran_long = self.clock.ran_long();
         // A warm instance waiting in the pool must not keep a CPU lane.
         self.clock.restart();
         result
+    }
+
+    /// Whether the last call ran on the CPU past the short-call budget.
+    pub(crate) fn ran_long(&self) -> bool {
+        self.ran_long
     }
 
     /// Whether the last call set a response.
