@@ -98,13 +98,6 @@ impl Soak {
         wafer
             .deploy("calls", &root.join(GUESTS).join("calls.wasm"), "")
             .await?;
-        wafer
-            .deploy(
-                "orders",
-                &root.join(GUESTS).join("order_processor.wasm"),
-                &format!("[[queue]]\nqueue = \"{queue}\""),
-            )
-            .await?;
         let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await
             .context("RabbitMQ on 127.0.0.1:5672")?;
@@ -120,6 +113,14 @@ impl Soak {
                     ..QueueDeclareOptions::default()
                 },
                 FieldTable::default(),
+            )
+            .await?;
+        // Deployed after the queue exists, so that wafer uses the queue as the bench made it.
+        wafer
+            .deploy(
+                "orders",
+                &root.join(GUESTS).join("order_processor.wasm"),
+                &format!("[[queue]]\nqueue = \"{queue}\""),
             )
             .await?;
         let urls = Arc::new(vec![
