@@ -208,3 +208,68 @@ impl Drop for EpochTicker {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::{Engine, Store};
+
+    use super::*;
+
+    fn engine() -> Engine {
+        let settings = EngineConfig {
+            max_instances: 4,
+            max_memory: 64 << 20,
+            pooling: true,
+        };
+        new_engine(&settings).unwrap().0
+    }
+
+    /// Calls the component's `run` export in a store of its own, in a task of its own, as every
+    /// wafer call runs: `Err` if the call failed, or panicked inside that task.
+    async fn run(engine: &Engine, component: &Component) -> Result<(), String> {
+        let mut store = Store::new(engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = Linker::new(engine)
+            .instantiate_async(&mut store, component)
+            .await
+            .map_err(|e| format!("instantiate: {e:?}"))?;
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .map_err(|e| format!("{e:?}"))?;
+        let call = tokio::spawn(async move { run.call_async(&mut store, ()).await });
+        match call.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("{error:?}")),
+            Err(panic) => Err(format!("panicked: {panic}")),
+        }
+    }
+
+    /// GHSA-xrvr-8678-5wp8 (fixed in 48.0.9): a component that cancels a stream copy on the
+    /// wrong end corrupts wasmtime 48.0.8's stream state, and its next use reaches wasmtime's
+    /// internal-bug report, which panics where wasmtime has debug assertions (this test build)
+    /// and is an error in a release build. Either way only that call fails: the engine, and
+    /// the next instance, go on.
+    #[tokio::test]
+    async fn a_component_cancelling_a_stream_copy_on_the_wrong_end_fails_only_its_call() {
+        let engine = engine();
+        let hostile =
+            Component::new(&engine, include_str!("../tests/advisories/xrvr.wat")).unwrap();
+        for _ in 0..2 {
+            let failed = run(&engine, &hostile).await.unwrap_err();
+            assert!(
+                failed.contains("BUG") || failed.contains("cancel-write"),
+                "{failed}"
+            );
+        }
+        let fine = Component::new(
+            &engine,
+            r#"(component
+                (core module $m (func (export "run")))
+                (core instance $i (instantiate $m))
+                (func (export "run") (canon lift (core func $i "run"))))"#,
+        )
+        .unwrap();
+        run(&engine, &fine).await.unwrap();
+    }
+}
