@@ -79,21 +79,6 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// Whether a call that failed so cost its neighbours CPU for nothing: it trapped, timed out,
-    /// ran out of memory, failed to start or gave no answer (an instance started and thrown away).
-    pub(crate) fn is_hostile(&self) -> bool {
-        matches!(
-            self,
-            InvokeError::Timeout { .. }
-                | InvokeError::MemoryLimit { .. }
-                | InvokeError::Trap { .. }
-                | InvokeError::NoResponse { .. }
-                | InvokeError::Instantiate { .. }
-        )
-    }
-}
-
-impl InvokeError {
     /// Every [`InvokeError::kind`], for those that keep a series per kind.
     pub const KINDS: &[&str] = &[
         "not_found",
@@ -139,6 +124,27 @@ impl InvokeError {
             function: function.to_string(),
             reason: trap_reason(error),
         }
+    }
+
+    /// A call that panicked inside wafer itself (caught, so only that call fails).
+    pub(crate) fn inside_wafer(function: &str) -> InvokeError {
+        InvokeError::Trap {
+            function: function.to_string(),
+            reason: "the call failed inside wafer (a bug: see the server log)".to_string(),
+        }
+    }
+
+    /// Whether a call that failed so cost its neighbours CPU for nothing: it trapped, timed out,
+    /// ran out of memory, failed to start or gave no answer (an instance started and thrown away).
+    pub(crate) fn is_hostile(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::Timeout { .. }
+                | InvokeError::MemoryLimit { .. }
+                | InvokeError::Trap { .. }
+                | InvokeError::NoResponse { .. }
+                | InvokeError::Instantiate { .. }
+        )
     }
 
     /// A short machine-readable name for metrics labels and logs.

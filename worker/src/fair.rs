@@ -37,7 +37,7 @@ pub(crate) struct Standing {
 
 /// A change of priority that a call's outcome caused.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Moved {
+enum Moved {
     ToLow,
     Back,
 }
@@ -71,8 +71,14 @@ impl Standing {
 
     /// Adds one mark to the average; says if that moved the function between priorities.
     fn mark(&self, hostile: bool) -> Option<Moved> {
+        // The usual case, a good call of a function in good standing, writes nothing: a shared
+        // atomic written on every call would bounce between the cores serving it.
+        if !hostile && self.score.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let target = if hostile { ONE } else { 0 };
-        let step = |s: u32| s - (s >> SHIFT) + (target >> SHIFT);
+        // Rounding the decay up lets a good run reach 0 again (and the no-write case above).
+        let step = |s: u32| s - s.div_ceil(1 << SHIFT) + (target >> SHIFT);
         let before = self
             .score
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(step(s)))
@@ -165,6 +171,11 @@ mod tests {
         let back = (1..=40).find(|_| standing.mark(false) == Some(Moved::Back));
         assert!(matches!(back, Some(n) if n > 8), "{back:?}");
         assert!(!standing.is_low());
+        // A good run ends at a clean slate, where good calls write nothing.
+        for _ in 0..200 {
+            assert_eq!(standing.mark(false), None);
+        }
+        assert_eq!(standing.score.load(Ordering::Relaxed), 0);
     }
 
     #[test]

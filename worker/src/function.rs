@@ -67,7 +67,8 @@ impl Function {
         capacity: Arc<Capacity>,
     ) -> Function {
         let limits = deployment.config.limits.clone();
-        let standing = Standing::new(Arc::from(deployment.name.as_str()), logs.clone());
+        let name: Arc<str> = Arc::from(deployment.name.as_str());
+        let standing = Standing::new(name.clone(), logs.clone());
         Function {
             pool: Pool::new(
                 limits,
@@ -81,7 +82,7 @@ impl Function {
             loading: tokio::sync::Mutex::new(()),
             installed_ms: crate::time::now_ms(),
             logs,
-            name: Arc::from(deployment.name.as_str()),
+            name,
             version: deployment.version,
             digest: deployment.digest,
             config: deployment.config,
@@ -140,12 +141,6 @@ impl Function {
         self.code.lock().unwrap().take().is_some()
     }
 
-    /// Where a clock for one of its 0.2 or CGI stores marks CPU held past the short-call budget.
-    /// (A 0.3 store's calls share its clock, which cannot tell one call from many: none there.)
-    fn clock_marks(&self) -> Option<Arc<Standing>> {
-        Some(self.standing.clone())
-    }
-
     /// A fresh store for one of the function's component instances.
     fn store(&self, engine: &wasmtime::Engine, clock: &CallClock) -> Store<Host> {
         Host::store(engine, &self.config, &self.logs, clock)
@@ -184,7 +179,7 @@ impl Function {
     async fn prewarm(&self, code: &Code, slot: crate::limits::Slot) -> Result<(), String> {
         match code {
             Code::P2(pre) => {
-                let clock = self.capacity.clock(self.clock_marks());
+                let clock = self.capacity.clock(Some(self.standing.clone()));
                 let started = Instant::now();
                 let store = self.store(pre.engine(), &clock);
                 let instance = P2Instance::start(pre, store, clock, slot, &self.metrics)

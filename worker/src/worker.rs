@@ -418,12 +418,9 @@ impl Backend for Worker {
         let running = self.inner.low_priority.spawn(call);
         let name = function.to_string();
         Box::pin(async move {
-            running.await.unwrap_or_else(|_panic| {
-                Err(InvokeError::Trap {
-                    function: name,
-                    reason: "the call failed inside wafer (a bug: see the server log)".to_string(),
-                })
-            })
+            running
+                .await
+                .unwrap_or_else(|_panic| Err(InvokeError::inside_wafer(&name)))
         })
     }
 

@@ -71,7 +71,7 @@ async fn run(
     let budget = Arc::new(OutputBudget::default());
     budget.reset(limits.log_bytes_per_call);
     let environment = cgi::environment(&function.config, &parts, body.len());
-    let clock = function.capacity.clock(function.clock_marks());
+    let clock = function.capacity.clock(Some(function.standing.clone()));
     let mut store = CgiHost::store(pre.module().engine(), limits.memory, &clock, |wasi| {
         wasi.envs(&environment)
             .arg(function.name.as_ref())

@@ -204,10 +204,7 @@ async fn attempt(
         })),
         Err(Ok(Outcome::Failed { replay: true, .. })) => Err(Retry::Replay),
         Err(Ok(Outcome::Failed { error, .. })) => Err(Retry::No(error)),
-        Err(Err(_panic)) => Err(Retry::No(InvokeError::Trap {
-            function: function_name(),
-            reason: "the call failed inside wafer (a bug: see the server log)".to_string(),
-        })),
+        Err(Err(_panic)) => Err(Retry::No(InvokeError::inside_wafer(&function.name))),
     }
 }
 
@@ -340,7 +337,7 @@ async fn cold_start(
 ) -> Result<P2Instance, InvokeError> {
     let slot = function.capacity.take_slot(&function.name)?;
     let started = Instant::now();
-    let clock = function.capacity.clock(function.clock_marks());
+    let clock = function.capacity.clock(Some(function.standing.clone()));
     let store = function.store(pre.engine(), &clock);
     let instance = P2Instance::start(pre, store, clock, slot, &function.metrics)
         .await

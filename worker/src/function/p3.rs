@@ -87,6 +87,8 @@ fn checkout(
     // one included.
     let slot = function.capacity.take_slot(&function.name)?;
     let (instance, started) = function.pool.checkout_or_start_p3(|| {
+        // The calls of a 0.3 store share its clock, which cannot tell one call's CPU from
+        // many's: it marks no one's standing.
         let clock = function.capacity.clock(None);
         let store = function.store(pre.engine(), &clock);
         P3Instance::spawn(pre, store, clock, slot, &function.metrics)
