@@ -18,12 +18,19 @@
 //!
 //! Reserving the pool's address space can fail (a `ulimit -v`, a sandbox that caps mappings); then
 //! the engine falls back to on-demand allocation with small memory reservations, and says so.
+//!
+//! With tiered compilation (the default, see [`Compiler`]) a second engine compiles big code with
+//! Winch, wasmtime's baseline compiler, so that it serves within a second of its deploy while
+//! Cranelift compiles it in the background. Code runs only on the engine that compiled it, so the
+//! two engines have their own instances: the baseline one allocates on demand (its instances
+//! live seconds, until the optimized code takes over) and takes its slots from the same instance
+//! budget. Both have the same limits: epochs, stack depth, memory through the store's limiter.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use crate::error::WorkerError;
 
@@ -40,6 +47,51 @@ pub struct EngineConfig {
     pub max_memory: u64,
     /// Use the pooling allocator (falls back to on-demand if it cannot reserve memory).
     pub pooling: bool,
+    /// Which compiler turns wasm into machine code.
+    pub compiler: Compiler,
+}
+
+/// Which of wasmtime's compilers wafer uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compiler {
+    /// Code of [`Compiler::TIER_ABOVE`] or more first compiles with Winch (fast to compile, slower
+    /// code) and serves on it while Cranelift compiles it again in the background; new instances
+    /// then run Cranelift's code. Smaller code compiles with Cranelift alone, in well under a
+    /// second.
+    #[default]
+    Tiered,
+    /// Cranelift alone: optimized code, compiled before the first call.
+    Cranelift,
+    /// Winch alone: the fastest deploys, slower code (a development loop, or tests of the
+    /// baseline tier).
+    Winch,
+}
+
+impl Compiler {
+    /// Code this big or bigger starts on the baseline tier: Cranelift compiles about a megabyte
+    /// of wasm a second here (a 13 MB JavaScript component takes 11 s).
+    pub const TIER_ABOVE: usize = 1 << 20;
+
+    pub fn parse(s: &str) -> Result<Compiler, String> {
+        match s {
+            "tiered" => Ok(Compiler::Tiered),
+            "cranelift" => Ok(Compiler::Cranelift),
+            "winch" => Ok(Compiler::Winch),
+            other => Err(format!(
+                "unknown compiler `{other}`: expected tiered, cranelift or winch"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Compiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compiler::Tiered => "tiered",
+            Compiler::Cranelift => "cranelift",
+            Compiler::Winch => "winch",
+        })
+    }
 }
 
 impl Default for EngineConfig {
@@ -48,12 +100,14 @@ impl Default for EngineConfig {
             max_instances: 1000,
             max_memory: 4 << 30,
             pooling: true,
+            compiler: Compiler::Tiered,
         }
     }
 }
 
-fn base_config() -> Config {
+fn base_config(compiler: Strategy) -> Config {
     let mut config = Config::new();
+    config.strategy(compiler);
     config.wasm_component_model(true);
     // wasi:http 0.3 handlers are async exports with streams and futures.
     config.wasm_component_model_async(true);
@@ -69,8 +123,12 @@ fn base_config() -> Config {
 
 /// Builds the engine. Returns it and whether the pooling allocator is in use.
 pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), WorkerError> {
+    let strategy = match settings.compiler {
+        Compiler::Winch => Strategy::Winch,
+        Compiler::Tiered | Compiler::Cranelift => Strategy::Cranelift,
+    };
     if settings.pooling {
-        let mut config = base_config();
+        let mut config = base_config(strategy);
         let n = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)
@@ -101,15 +159,38 @@ pub(crate) fn new_engine(settings: &EngineConfig) -> Result<(Engine, bool), Work
             ),
         }
     }
-    let mut config = base_config();
-    // The usual reason pooling failed is a cap on address space, so reserve only what memories
-    // use (they move when they grow, with explicit bounds checks) instead of 4 GiB each.
+    let mut config = base_config(strategy);
+    small_reservations(&mut config);
+    let engine = Engine::new(&config).map_err(|e| WorkerError::Engine(format!("{e:#}")))?;
+    Ok((engine, false))
+}
+
+/// The usual reason pooling failed is a cap on address space, so reserve only what memories use
+/// (they move when they grow, with explicit bounds checks) instead of 4 GiB each.
+fn small_reservations(config: &mut Config) {
     config
         .memory_reservation(0)
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(1 << 20);
-    let engine = Engine::new(&config).map_err(|e| WorkerError::Engine(format!("{e:#}")))?;
-    Ok((engine, false))
+}
+
+/// The baseline tier's engine (Winch, on-demand allocation), where tiered compilation is on.
+/// `pooling` says whether the main engine could reserve its pool: if not, address space is
+/// capped here and this one reserves little too.
+pub(crate) fn new_baseline_engine(
+    settings: &EngineConfig,
+    pooling: bool,
+) -> Result<Option<Engine>, WorkerError> {
+    if settings.compiler != Compiler::Tiered {
+        return Ok(None);
+    }
+    let mut config = base_config(Strategy::Winch);
+    if !pooling {
+        small_reservations(&mut config);
+    }
+    Engine::new(&config)
+        .map(Some)
+        .map_err(|e| WorkerError::Engine(format!("the baseline compiler (Winch): {e:#}")))
 }
 
 /// After the last call ends, the ticker keeps its fast pace this long before it idles: calls
@@ -120,7 +201,7 @@ const LINGER: Duration = Duration::from_millis(50);
 /// a [`Running`] guard, at a cost of ten wake-ups a second.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] while calls are running (see [`Demand`]),
+/// Advances the engines' epochs every [`EPOCH_TICK`] while calls are running (see [`Demand`]),
 /// and every [`IDLE_TICK`] otherwise, until dropped: an idle worker costs next to no CPU.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -158,13 +239,13 @@ impl Drop for Running {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, WorkerError> {
+    pub(crate) fn start(engines: &[&Engine]) -> Result<EpochTicker, WorkerError> {
         let stop = Arc::new(AtomicBool::new(false));
         let demand = Demand(Arc::new(DemandState {
             running: AtomicUsize::new(0),
             ticker: OnceLock::new(),
         }));
-        let weak = engine.weak();
+        let weak: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
         let (flag, state) = (stop.clone(), demand.0.clone());
         let thread = std::thread::Builder::new()
             .name("wafer-epoch".into())
@@ -184,9 +265,11 @@ impl EpochTicker {
                             continue;
                         }
                     }
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => return,
+                    for engine in &weak {
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
                     }
                 }
             })
@@ -221,6 +304,7 @@ mod tests {
             max_instances: 4,
             max_memory: 64 << 20,
             pooling: true,
+            compiler: Compiler::Cranelift,
         };
         new_engine(&settings).unwrap().0
     }

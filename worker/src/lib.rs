@@ -63,7 +63,7 @@ pub use backend::{
     LogEvent, LogQuery, LogStream, MemberHealth, Request, Response, WorkerHealth, empty_body,
     full_body,
 };
-pub use engine::EngineConfig;
+pub use engine::{Compiler, EngineConfig};
 pub use error::{DeployError, InvokeError, WorkerError};
 pub use limits::Limits;
 pub use outbound::{AllowedHosts, TRACE_HEADERS};

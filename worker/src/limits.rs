@@ -360,7 +360,7 @@ mod tests {
     use super::*;
 
     fn demand() -> (Demand, crate::engine::EpochTicker) {
-        let ticker = crate::engine::EpochTicker::start(&wasmtime::Engine::default()).unwrap();
+        let ticker = crate::engine::EpochTicker::start(&[&wasmtime::Engine::default()]).unwrap();
         (ticker.demand(), ticker)
     }
 
