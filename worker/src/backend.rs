@@ -100,6 +100,10 @@ pub struct FunctionStatus {
     /// Whether its compiled code is in memory (false: evicted after a long idle; the next call
     /// loads it back from disk).
     pub code_loaded: bool,
+    /// Which compiler made the code in memory: `winch` (the baseline tier, while Cranelift
+    /// compiles optimized code in the background) or `cranelift`; absent while evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<String>,
     pub instances_idle: usize,
     pub instances_busy: usize,
     /// Whether the function was switched to a fresh instance per call (reuse off or seen broken).

@@ -34,6 +34,15 @@ impl Code {
         }
     }
 
+    /// The engine that compiled it: its instances' stores must be of that engine.
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Code::P2(pre) => pre.engine(),
+            Code::P3(pre) => pre.engine(),
+            Code::Cgi(pre) => pre.module().engine(),
+        }
+    }
+
     /// Whether one instance takes several calls at once.
     pub(crate) fn concurrent(&self) -> bool {
         matches!(self, Code::P3(_))

@@ -12,7 +12,7 @@ mod cgi;
 mod p2;
 mod p3;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,8 +38,8 @@ pub(crate) struct Function {
     code: Mutex<Option<Code>>,
     /// What the code exports (known also while it is evicted).
     pub(crate) interface: &'static str,
-    /// Bytes of the code image while loaded.
-    pub(crate) code_bytes: usize,
+    /// Bytes of the code image while loaded (it changes when optimized code replaces baseline).
+    code_bytes: AtomicUsize,
     /// Held while the code is being loaded back, so that concurrent calls load it once.
     pub(crate) loading: tokio::sync::Mutex<()>,
     /// Milliseconds since the Unix epoch when this version was installed.
@@ -78,7 +78,7 @@ impl Function {
             ),
             interface: code.interface(),
             code: Mutex::new(Some(code)),
-            code_bytes,
+            code_bytes: AtomicUsize::new(code_bytes),
             loading: tokio::sync::Mutex::new(()),
             installed_ms: crate::time::now_ms(),
             logs,
@@ -132,8 +132,31 @@ impl Function {
     }
 
     /// Puts code loaded back from disk in place.
-    pub(crate) fn set_code(&self, code: Code) {
-        *self.code.lock().unwrap() = Some(code);
+    pub(crate) fn set_code(&self, code: Code, code_bytes: usize) {
+        let mut held = self.code.lock().unwrap();
+        *held = Some(code);
+        self.code_bytes.store(code_bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of the code image while loaded.
+    pub(crate) fn code_bytes(&self) -> usize {
+        self.code_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Replaces loaded code with the same code from another compiler (optimized code replacing
+    /// baseline code): new instances start from it, and instances of the old code are dropped
+    /// as they go idle. Returns false if the code was evicted meanwhile (it loads the best code
+    /// there is when it is next needed).
+    pub(crate) fn replace_code(&self, code: Code, code_bytes: usize) -> bool {
+        let mut held = self.code.lock().unwrap();
+        if held.is_none() {
+            return false;
+        }
+        // The pool first: once the new code shows, no old idle instance does.
+        self.pool.renew(code.engine().clone());
+        *held = Some(code);
+        self.code_bytes.store(code_bytes, Ordering::Relaxed);
+        true
     }
 
     /// Drops the code from memory; returns whether it was loaded.

@@ -30,6 +30,9 @@
 //!   starts only when every live one is full, and is registered before the pool's lock is let
 //!   go, so calls arriving together start one instance, not one each. `max_instances` caps live
 //!   instances (0.2 and 0.3).
+//! - **Another tier.** When optimized code replaces a function's baseline code (tiered
+//!   compilation, see `engine`), idle instances of the old code are dropped, busy ones when
+//!   their call ends, and 0.3 ones take no new calls: new instances start from the new code.
 //! - **Minimum.** A function with `min_instances` (Lambda's provisioned concurrency) is topped up
 //!   to that many live instances in the background: at deploy, after a restart, and whenever a
 //!   call used one up (reuse limit, failure, fresh-instance mode, where pre-warmed instances serve
@@ -37,11 +40,12 @@
 //!   function's instances, so under a full instance budget the minimum is best effort.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::Engine;
 
 use crate::engine::{Demand, Running};
 use crate::error::InvokeError;
@@ -110,6 +114,9 @@ pub(crate) struct Pool {
     drained: AtomicBool,
     /// Whether a task is instantiating instances up to `min_instances`.
     topping_up: AtomicBool,
+    /// The engine of the function's code once it moved to optimized code: instances of any
+    /// other engine are not kept.
+    moved_to: OnceLock<Engine>,
     metrics: FunctionMetrics,
     demand: Demand,
 }
@@ -141,6 +148,7 @@ impl Pool {
             fresh_only: AtomicBool::new(limits.reuse <= 1),
             drained: AtomicBool::new(false),
             topping_up: AtomicBool::new(false),
+            moved_to: OnceLock::new(),
             reuse_proven: AtomicBool::new(false),
             limits,
             metrics,
@@ -225,7 +233,10 @@ impl Pool {
         if reused {
             self.reuse_proven.store(true, Ordering::Relaxed);
         }
-        if instance.calls >= self.limits.reuse || self.fresh_only.load(Ordering::Relaxed) {
+        if instance.calls >= self.limits.reuse
+            || self.fresh_only.load(Ordering::Relaxed)
+            || self.stale(instance.engine())
+        {
             return;
         }
         self.idle.lock().unwrap().push(instance);
@@ -329,6 +340,48 @@ impl Pool {
             self.metrics.evictions.inc();
         }
         evicted
+    }
+
+    /// Whether an instance of `engine` runs code the function has moved on from.
+    fn stale(&self, engine: &Engine) -> bool {
+        self.moved_to
+            .get()
+            .is_some_and(|current| !Engine::same(current, engine))
+    }
+
+    /// The function's code moved to `engine` (optimized code replaced baseline code): instances
+    /// of other code are let go.
+    pub(crate) fn renew(&self, engine: Engine) {
+        let _ = self.moved_to.set(engine);
+        self.sweep();
+    }
+
+    /// Drops idle instances of code the function moved on from, and keeps busy 0.3 ones from
+    /// taking more calls (they leave when their last call ends). Also run by the reaper: an
+    /// instance of the old code may have started while the code was being replaced.
+    pub(crate) fn sweep(&self) {
+        if self.moved_to.get().is_none() {
+            return;
+        }
+        let dropped: Vec<P2Instance> = {
+            let mut idle = self.idle.lock().unwrap();
+            let (stale, kept) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|i| self.stale(i.engine()));
+            *idle = kept;
+            stale
+        };
+        self.metrics.idle.sub(dropped.len() as i64);
+        let mut services = self.p3.lock().unwrap();
+        let before = services.len();
+        services.retain(|e| !(e.in_flight == 0 && self.stale(e.instance.engine())));
+        self.metrics.idle.sub((before - services.len()) as i64);
+        for entry in services.iter_mut() {
+            if self.stale(entry.instance.engine()) {
+                // Past its reuse limit: it takes no new call, and leaves when its last ends.
+                entry.calls = u32::MAX;
+            }
+        }
     }
 
     /// Drops every warm instance (on delete or redeploy); busy ones finish and are dropped after.
@@ -513,7 +566,7 @@ mod tests {
             .unwrap()
             .function("f", 1);
         let engine = wasmtime::Engine::default();
-        let ticker = crate::engine::EpochTicker::start(&engine).unwrap();
+        let ticker = crate::engine::EpochTicker::start(&[&engine]).unwrap();
         let pool = Pool::new(limits, metrics.clone(), ticker.demand(), false);
         (pool, metrics)
     }

@@ -25,7 +25,7 @@ use crate::error::{DeployError, InvokeError, WorkerError};
 use crate::function::Function;
 use crate::gather::gather;
 use crate::limits::{Capacity, Lanes};
-use crate::logs::{LogSink, Logs};
+use crate::logs::{LogSink, Logs, Stream};
 use crate::metrics::Metrics;
 use crate::stats::CallStats;
 
@@ -74,7 +74,11 @@ pub struct Worker {
 /// What the worker holds; private to this module (functions get their [`Capacity`] instead).
 struct Inner {
     linkers: Linkers,
+    /// The baseline tier's linkers, where compilation is tiered (see `engine`).
+    baseline_linkers: Option<Linkers>,
     components: Components,
+    /// Digests whose baseline code is being compiled again with Cranelift.
+    optimizing: std::sync::Mutex<HashSet<String>>,
     /// Each function's versions served here, oldest first (replaced whole on a change).
     functions: DashMap<Arc<str>, Versions>,
     logs: Logs,
@@ -96,14 +100,24 @@ impl Worker {
     /// called inside a tokio runtime.
     pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
         let (engine, pooling) = engine::new_engine(&config.engine)?;
-        let linkers = Linkers::new(&engine)
-            .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))?;
+        let baseline = engine::new_baseline_engine(&config.engine, pooling)?;
+        let link = |engine: &wasmtime::Engine| {
+            Linkers::new(engine)
+                .map_err(|e| WorkerError::Engine(format!("failed to link WASI: {e:#}")))
+        };
+        let linkers = link(&engine)?;
+        let baseline_linkers = baseline.as_ref().map(link).transpose()?;
         let io = |context: &str| {
             let context = context.to_string();
             move |source| WorkerError::Io { context, source }
         };
-        let components = Components::open(&engine, &config.data_dir)
-            .map_err(io(&format!("failed to open {}", config.data_dir.display())))?;
+        let components = Components::open(
+            &engine,
+            baseline.as_ref(),
+            config.engine.compiler,
+            &config.data_dir,
+        )
+        .map_err(io(&format!("failed to open {}", config.data_dir.display())))?;
         let unwritten = prometheus::IntCounter::new(
             "wafer_log_lines_unwritten_total",
             "Function log lines that did not reach the disk (full or read-only, or the writer fell behind); they are still shown from memory",
@@ -111,7 +125,8 @@ impl Worker {
         config.registry.register(Box::new(unwritten.clone()))?;
         let logs = Logs::new(Some(config.data_dir.join("logs")), unwritten)
             .map_err(io("failed to open the logs directory"))?;
-        let ticker = EpochTicker::start(&engine)?;
+        let engines: Vec<&wasmtime::Engine> = std::iter::once(&engine).chain(&baseline).collect();
+        let ticker = EpochTicker::start(&engines)?;
         let metrics = Metrics::new(&config.registry)?;
         let low_priority = crate::fair::low_priority().map_err(WorkerError::Engine)?;
         let inner = Arc::new_cyclic(|inner: &Weak<Inner>| {
@@ -126,7 +141,9 @@ impl Worker {
                 )),
                 _ticker: ticker,
                 linkers,
+                baseline_linkers,
                 components,
+                optimizing: std::sync::Mutex::new(HashSet::new()),
                 functions: DashMap::new(),
                 logs,
                 metrics,
@@ -182,18 +199,19 @@ impl Inner {
         }
         let (inner, digest) = (self.clone(), function.digest.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            inner.linkers.link(&inner.components.load(&digest)?)
+            let compiled = inner.components.load(&digest)?;
+            Ok((inner.link(&digest, &compiled)?, compiled.image_bytes()))
         })
         .await
         .unwrap_or_else(|e| Err(DeployError::Internal(e.to_string())));
-        let code = loaded.map_err(|e| {
+        let (code, code_bytes) = loaded.map_err(|e| {
             function.refused(InvokeError::Instantiate {
                 function: function.name.to_string(),
                 reason: format!("loading its compiled code back failed: {e}"),
             })
         })?;
-        function.set_code(code.clone());
-        self.metrics.code_bytes.add(function.code_bytes as i64);
+        function.set_code(code.clone(), code_bytes);
+        self.metrics.code_bytes.add(code_bytes as i64);
         function.metrics.code_reloaded.inc();
         tracing::debug!(function = %function.name, "compiled code loaded back");
         Ok(code)
@@ -228,8 +246,8 @@ impl Inner {
             if !f.evict_code() {
                 continue;
             }
-            total = total.saturating_sub(f.code_bytes as u64);
-            self.metrics.code_bytes.sub(f.code_bytes as i64);
+            total = total.saturating_sub(f.code_bytes() as u64);
+            self.metrics.code_bytes.sub(f.code_bytes() as i64);
             f.metrics.code_evicted.inc();
             let shared_digest = every
                 .iter()
@@ -237,7 +255,7 @@ impl Inner {
             if !shared_digest {
                 self.components.forget(&f.digest);
             }
-            tracing::debug!(function = %f.name, bytes = f.code_bytes, "evicted idle compiled code");
+            tracing::debug!(function = %f.name, bytes = f.code_bytes(), "evicted idle compiled code");
             evicted += 1;
         }
         evicted
@@ -247,7 +265,118 @@ impl Inner {
     fn retire(&self, function: &Function) {
         function.pool.drain();
         if function.evict_code() {
-            self.metrics.code_bytes.sub(function.code_bytes as i64);
+            self.metrics.code_bytes.sub(function.code_bytes() as i64);
+        }
+    }
+
+    /// Pre-links compiled code with the linkers of the engine that compiled it. Baseline code is
+    /// also queued to be compiled again with Cranelift (once per digest).
+    fn link(self: &Arc<Self>, digest: &str, compiled: &Compiled) -> Result<Code, DeployError> {
+        let code = self.linkers_for(compiled).link(compiled)?;
+        if self.components.is_baseline(compiled) {
+            self.optimize_later(digest);
+        }
+        Ok(code)
+    }
+
+    fn linkers_for(&self, compiled: &Compiled) -> &Linkers {
+        match &self.baseline_linkers {
+            Some(baseline) if self.components.is_baseline(compiled) => baseline,
+            _ => &self.linkers,
+        }
+    }
+
+    /// Compiles the baseline code of `digest` again with Cranelift on a thread of its own (at a
+    /// low priority, see `compile::Components::optimize`), then moves every function running it
+    /// onto the optimized code.
+    fn optimize_later(self: &Arc<Self>, digest: &str) {
+        if !self.optimizing.lock().unwrap().insert(digest.to_string()) {
+            return;
+        }
+        let (inner, digest) = (Arc::downgrade(self), digest.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("wafer-optimize".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let Some(compiled) = inner.upgrade().map(|inner| inner.components.optimize(&digest)) else {
+                    return;
+                };
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                match compiled {
+                    Ok(compiled) => {
+                        inner.move_to_optimized(&digest, &compiled, Some(started.elapsed()));
+                        inner.optimizing.lock().unwrap().remove(&digest);
+                    }
+                    // Left in `optimizing`: a compile that failed once fails again, so it is
+                    // not retried before a restart.
+                    Err(e) => {
+                        tracing::warn!(digest, error = %e, "optimizing baseline code failed; it keeps serving");
+                        for f in inner.every_version().iter().filter(|f| f.digest == digest) {
+                            f.logs.push(
+                                Stream::Wafer,
+                                format!("compiling the optimized code failed, so the function keeps running its baseline (Winch) code: {e}"),
+                            );
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a thread to optimize code; it stays on the baseline tier");
+        }
+    }
+
+    /// Moves every version running the baseline code of `digest` onto its optimized code: new
+    /// calls and instances use it, and the baseline instances are dropped as they go idle.
+    fn move_to_optimized(&self, digest: &str, compiled: &Compiled, took: Option<Duration>) {
+        let code = match self.linkers.link(compiled) {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::warn!(digest, error = %e, "optimized code failed to link");
+                return;
+            }
+        };
+        let bytes = compiled.image_bytes();
+        for f in self.every_version().iter().filter(|f| f.digest == digest) {
+            let on_baseline = f
+                .loaded_code()
+                .is_some_and(|c| self.components.is_baseline_engine(c.engine()));
+            if !on_baseline {
+                continue;
+            }
+            let before = f.code_bytes();
+            if f.replace_code(code.clone(), bytes) {
+                self.metrics.code_bytes.add(bytes as i64 - before as i64);
+                let after = took.map_or(String::new(), |took| {
+                    format!(
+                        " after {:.1} s of compiling in the background",
+                        took.as_secs_f64()
+                    )
+                });
+                f.logs.push(
+                    Stream::Wafer,
+                    format!("optimized code (Cranelift) is ready{after}; new instances run it"),
+                );
+            }
+        }
+    }
+
+    /// Where tiering is on: moves any version still on baseline code whose optimized code is
+    /// ready (its code was loaded back while the optimized code arrived), and drops baseline
+    /// instances that went idle after their function moved.
+    fn finish_moves(&self) {
+        if self.baseline_linkers.is_none() {
+            return;
+        }
+        for f in self.every_version() {
+            f.pool.sweep();
+            let on_baseline = f
+                .loaded_code()
+                .is_some_and(|c| self.components.is_baseline_engine(c.engine()));
+            if on_baseline && let Some(optimized) = self.components.optimized(&f.digest) {
+                self.move_to_optimized(&f.digest, &optimized, None);
+            }
         }
     }
 
@@ -282,9 +411,10 @@ impl Inner {
 
     /// Starts serving a version: new calls go to it, calls running on the old one finish there.
     /// Blocking.
-    fn install(&self, deployment: Deployment) -> Result<(), DeployError> {
+    fn install(self: &Arc<Self>, deployment: Deployment) -> Result<(), DeployError> {
         let compiled = self.check(&deployment)?;
-        let code = self.linkers.link(&compiled)?;
+        let code = self.link(&deployment.digest, &compiled)?;
+        let baseline = self.components.is_baseline(&compiled);
         let code_bytes = compiled.image_bytes();
         let name: Arc<str> = Arc::from(deployment.name.as_str());
         let version = deployment.version;
@@ -311,6 +441,12 @@ impl Inner {
         if let Some(old) = replaced {
             self.retire(&old);
         }
+        if baseline {
+            function.logs.push(
+                Stream::Wafer,
+                "serving on baseline code (Winch) while Cranelift compiles optimized code in the background".to_string(),
+            );
+        }
         function.top_up();
         Ok(())
     }
@@ -336,16 +472,20 @@ impl Inner {
     }
 
     /// Validates and compiles `component` (or finds it compiled already) and stores it. Blocking.
-    fn prepare(&self, component: &[u8]) -> Result<String, DeployError> {
+    fn prepare(self: &Arc<Self>, component: &[u8]) -> Result<String, DeployError> {
         let digest = compile::digest(component);
         // Bytes seen before are compiled already (in memory or on disk).
         if let Some(compiled) = self.components.cached(&digest) {
-            self.linkers.link(&compiled)?;
+            self.link(&digest, &compiled)?;
             return Ok(digest);
         }
-        let compiled = self.components.compile(component)?;
-        self.linkers.link(&compiled)?;
+        let compiled = self.components.compile_first(component)?;
+        self.linkers_for(&compiled).link(&compiled)?;
         self.components.store(&digest, component, &compiled)?;
+        // Only now: the background compile reads the stored bytes.
+        if self.components.is_baseline(&compiled) {
+            self.optimize_later(&digest);
+        }
         Ok(digest)
     }
 
@@ -362,6 +502,9 @@ impl Inner {
             versions: versions.iter().map(|v| v.version).collect(),
             interface: f.interface.to_string(),
             code_loaded: versions.iter().any(|v| v.loaded_code().is_some()),
+            compiler: f
+                .loaded_code()
+                .map(|code| self.components.compiler_name(code.engine()).to_string()),
             instances_idle: idle,
             instances_busy: busy,
             fresh_instance_per_call: f.pool.fresh_only(),
@@ -580,6 +723,7 @@ async fn reap(inner: Weak<Inner>) {
             function.top_up();
         }
         let evicted = inner.evict_idle_code();
+        inner.finish_moves();
         // Again on the next round: a wasi:http 0.3 instance's store is dropped by its driver
         // task a moment after the pool lets go of it.
         if dropped > 0 || evicted > 0 || freed_last_round {

@@ -67,6 +67,11 @@ impl P2Instance {
         })
     }
 
+    /// The engine its code was compiled by.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        self.store.engine()
+    }
+
     /// Serves `request`. The response head goes to `respond` as soon as the guest sets it; this
     /// returns when the guest's handler returns (after it has written the body).
     pub(crate) async fn handle(

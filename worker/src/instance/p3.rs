@@ -93,6 +93,8 @@ struct Job {
 pub(crate) struct P3Instance {
     jobs: mpsc::UnboundedSender<Job>,
     state: watch::Receiver<State>,
+    /// The engine its code was compiled by.
+    engine: wasmtime::Engine,
     /// Dropped with the last handle: tells the driver to drop the store.
     _stop: oneshot::Sender<()>,
 }
@@ -111,6 +113,7 @@ impl P3Instance {
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::Starting);
         let (stop, stop_rx) = oneshot::channel();
+        let engine = store.engine().clone();
         let driver = Driver {
             store,
             clock,
@@ -122,8 +125,14 @@ impl P3Instance {
         Arc::new(P3Instance {
             jobs,
             state,
+            engine,
             _stop: stop,
         })
+    }
+
+    /// The engine its code was compiled by.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        &self.engine
     }
 
     /// Waits until the instance has started; the error says why it could not.
