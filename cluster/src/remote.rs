@@ -477,6 +477,10 @@ impl Inner {
             .reduce(|mut sum, s| {
                 sum.version = sum.version.max(s.version);
                 sum.code_loaded |= s.code_loaded;
+                // The slowest tier any worker still runs.
+                if s.compiler.as_deref() == Some("winch") || sum.compiler.is_none() {
+                    sum.compiler = s.compiler;
+                }
                 sum.instances_idle += s.instances_idle;
                 sum.instances_busy += s.instances_busy;
                 sum.fresh_instance_per_call |= s.fresh_instance_per_call;

@@ -66,6 +66,9 @@ impl Function {
 struct Status {
     #[serde(default)]
     interface: String,
+    /// `winch` while the function serves on baseline code (tiered compilation).
+    #[serde(default)]
+    compiler: Option<String>,
     instances_idle: usize,
     instances_busy: usize,
     cold_starts: u64,
@@ -107,7 +110,11 @@ impl List {
                     f.name,
                     versions,
                     f.route,
-                    s.interface,
+                    if s.compiler.as_deref() == Some("winch") {
+                        format!("{} (winch)", s.interface)
+                    } else {
+                        s.interface
+                    },
                     s.instances_idle,
                     s.instances_busy,
                     s.cold_starts,

@@ -12,7 +12,7 @@ use wafer_gateway::functions::DeployOptions;
 use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
 use wafer_gateway::units::{ByteSize, HumanDuration};
 use wafer_gateway::{ConnectionLimits, Gateway, GatewayConfig};
-use wafer_worker::{EngineConfig, Worker, WorkerConfig};
+use wafer_worker::{Compiler, EngineConfig, Worker, WorkerConfig};
 
 use crate::project::Project;
 
@@ -36,6 +36,11 @@ pub struct Up {
     /// Largest component upload accepted by the admin API, e.g. 128MiB.
     #[arg(long, default_value_t = ByteSize(GatewayConfig::default().max_upload), value_parser = ByteSize::parse)]
     max_upload: ByteSize,
+    /// How wasm becomes machine code: `tiered` (components of 1 MiB or more serve at once on
+    /// Winch's baseline code while Cranelift optimizes them in the background), `cranelift`
+    /// (optimized code before the first call) or `winch` (baseline code only, fastest deploys).
+    #[arg(long, default_value_t = Compiler::default(), value_parser = Compiler::parse)]
+    compiler: Compiler,
     /// Compiled code kept in memory; above it, code of functions idle for --code-idle is dropped
     /// (least recently used first) and loaded back from disk on their next call.
     #[arg(long, default_value_t = ByteSize(WorkerConfig::DEFAULT_CODE_MEMORY), value_parser = ByteSize::parse)]
@@ -99,6 +104,7 @@ impl Up {
         let worker = Worker::new(WorkerConfig {
             engine: EngineConfig {
                 max_instances: self.max_instances,
+                compiler: self.compiler,
                 ..EngineConfig::default()
             },
             code_memory: self.code_memory.0,

@@ -11,7 +11,7 @@ use wafer_cluster::{Node, NodeConfig, PgStore};
 use wafer_gateway::trigger::amqp::config::{DEFAULT_AMQP_URL, check_url};
 use wafer_gateway::units::{ByteSize, HumanDuration};
 use wafer_gateway::{ConnectionLimits, GatewayConfig};
-use wafer_worker::{EngineConfig, Worker, WorkerConfig};
+use wafer_worker::{Compiler, EngineConfig, Worker, WorkerConfig};
 
 use super::cluster::{DATABASE_PATIENCE, database_url, token};
 
@@ -39,6 +39,11 @@ pub struct WorkerCommand {
     /// The cluster's token: gateways send it, and nothing else runs functions here (required).
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// How wasm becomes machine code: `tiered` (components of 1 MiB or more serve at once on
+    /// Winch's baseline code while Cranelift optimizes them in the background), `cranelift`
+    /// (optimized code before the first call) or `winch` (baseline code only, fastest deploys).
+    #[arg(long, default_value_t = Compiler::default(), value_parser = Compiler::parse)]
+    compiler: Compiler,
     /// Compiled code kept in memory (see `wafer up --code-memory`).
     #[arg(long, default_value_t = ByteSize(WorkerConfig::DEFAULT_CODE_MEMORY), value_parser = ByteSize::parse)]
     code_memory: ByteSize,
@@ -80,6 +85,7 @@ impl WorkerCommand {
         let worker = Worker::new(WorkerConfig {
             engine: EngineConfig {
                 max_instances: self.max_instances,
+                compiler: self.compiler,
                 ..EngineConfig::default()
             },
             code_memory: self.code_memory.0,

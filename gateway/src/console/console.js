@@ -127,6 +127,10 @@ const failedCalls = (f) => (f.status ? f.status.invocations_failed || 0 : 0); //
 const totalCalls = (f) => okCalls(f) + failedCalls(f);
 const codeState = (f) => (!f.status ? "not loaded" : f.status.code_loaded ? "loaded" : "evicted");
 
+// Which tier the code in memory is (absent while evicted, and from older servers).
+const compilerText = (s) =>
+  !s || !s.compiler ? dash : s.compiler === "winch" ? "Winch (baseline; Cranelift optimizing)" : "Cranelift";
+
 function instances(f) {
   return f.status ? `${f.status.instances_idle} / ${f.status.instances_busy}` : dash;
 }
@@ -604,6 +608,7 @@ function renderDetail(section, f) {
     ["Idle / busy", instances(f)],
     ["Fresh instance per call", s ? yesNo(s.fresh_instance_per_call) : dash],
     ["Code", codeState(f), s && s.code_loaded ? "good" : "warn"],
+    ["Compiled by", compilerText(s)],
     ["Last call", ago(s && s.last_call_ms), "", s && s.last_call_ms ? dateTime(s.last_call_ms) : ""],
   ], true);
   renderSchedules(section, f.schedules || []);
