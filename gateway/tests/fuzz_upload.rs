@@ -45,6 +45,7 @@ fn harness() -> &'static Harness {
                     max_instances: 32,
                     max_memory: 256 << 20,
                     pooling: false,
+                    ..EngineConfig::default()
                 },
                 ..WorkerConfig::new(data.path().to_path_buf(), registry.clone())
             })

@@ -33,6 +33,7 @@ fn worker(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Worker {
             max_instances: 4,
             max_memory: 64 << 20,
             pooling: false,
+            ..EngineConfig::default()
         },
         ..WorkerConfig::new(dir.to_path_buf(), prometheus::Registry::new())
     })

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::support::{Gate, Wafer, error_of, eventually, get, guest, http, root, status_of};
+use crate::support::{
+    Gate, Wafer, assert_ok, error_of, eventually, get, guest, http, root, status_of,
+};
 
 #[tokio::test]
 async fn deploy_call_redeploy_delete_with_the_cli() {
@@ -141,6 +143,90 @@ async fn restart_serves_every_function_from_the_compiled_cache() {
         .unwrap();
     assert_eq!(info["route"], "/count");
     assert_eq!(info["version"], 1);
+}
+
+/// Tiered compilation as a user meets it: an 18 MB Python component answers on Winch's code as
+/// soon as its deploy returns; a restart before Cranelift is done serves the baseline artifact
+/// and optimizes again; Cranelift's code then takes over in the background (the function's log
+/// says so, the baseline instance is let go, the next call starts on the new code), and a
+/// restart after that serves the optimized artifact without compiling anything.
+#[tokio::test]
+async fn a_big_component_serves_on_baseline_code_until_its_optimized_code_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let artifacts = || -> Vec<_> {
+        std::fs::read_dir(data.join("compiled"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path(), e.metadata().unwrap().modified().unwrap())
+            })
+            .collect()
+    };
+    let hello = |path: &str| format!("Hello from wafer! (GET {path}) [python]\n");
+    let mut wafer = Wafer::start_in(&data, &[]);
+    // Built (when stale) by deploying the example as it is; the test's function is another.
+    assert_ok(
+        &wafer.deploy_example("hello-py"),
+        "deploying examples/hello-py",
+    );
+    let python = root().join("examples/hello-py/hello-py.wasm");
+    wafer
+        .deploy_ok("py", &python, "[scaling]\nidle_timeout = \"30m\"")
+        .await;
+    assert_eq!(get(&wafer.url("/py/a")).await, (200, hello("/py/a")));
+    // Cranelift takes seconds over this much code, so the call above ran on Winch's code.
+    let status = status_of(&wafer, "py").await;
+    assert_eq!(status["compiler"], "winch", "{status}");
+    assert!(
+        wafer
+            .logs("py")
+            .await
+            .contains("serving on baseline code (Winch)")
+    );
+    let (listed, list) = wafer_list(&wafer);
+    assert!(listed && list.contains("wasi:http 0.2 (winch)"), "{list}");
+    assert_eq!(artifacts().len(), 1, "the baseline artifact");
+    assert!(wafer.terminate().success(), "{}", wafer.stderr());
+
+    let mut wafer = Wafer::start_in(&data, &[]);
+    assert_eq!(status_of(&wafer, "py").await["compiler"], "winch");
+    assert_eq!(get(&wafer.url("/py/b")).await, (200, hello("/py/b")));
+    assert_eq!(status_of(&wafer, "py").await["instances_idle"], 1);
+    eventually(Duration::from_secs(600), "optimized code", || async {
+        status_of(&wafer, "py").await["compiler"] == "cranelift"
+    })
+    .await;
+    assert!(
+        wafer
+            .logs("py")
+            .await
+            .contains("optimized code (Cranelift) is ready")
+    );
+    // The warm baseline instance is gone; the next call starts one of the optimized code.
+    let status = status_of(&wafer, "py").await;
+    assert_eq!(status["instances_idle"], 0, "{status}");
+    let cold = status["cold_starts"].as_u64().unwrap();
+    assert_eq!(get(&wafer.url("/py/c")).await, (200, hello("/py/c")));
+    assert_eq!(status_of(&wafer, "py").await["cold_starts"], cold + 1);
+    // One artifact is left, the optimized one.
+    let optimized = artifacts();
+    assert_eq!(optimized.len(), 1, "{optimized:?}");
+    assert!(wafer.terminate().success(), "{}", wafer.stderr());
+
+    let wafer = Wafer::start_in(&data, &[]);
+    assert_eq!(status_of(&wafer, "py").await["compiler"], "cranelift");
+    assert_eq!(get(&wafer.url("/py/d")).await, (200, hello("/py/d")));
+    assert_eq!(artifacts(), optimized, "nothing was compiled again");
+}
+
+/// `wafer list` against `wafer`: whether it succeeded, and what it printed.
+fn wafer_list(wafer: &Wafer) -> (bool, String) {
+    let out = wafer.cli(&["list"]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ async fn wafer_new_scaffolds_build_deploy_and_answer_in_rust_js_and_python() {
 async fn the_javascript_python_and_c_examples_answer() {
     let wafer = Wafer::start();
     for example in ["hello-js", "hello-py", "hello-c"] {
-        let out = wafer.cli(&["deploy", &format!("examples/{example}")]);
+        let out = wafer.deploy_example(example);
         assert_ok(&out, &format!("deploying examples/{example}"));
     }
     let (status, body) = get(&wafer.url("/hello-js/a?b=c")).await;
@@ -225,7 +225,7 @@ async fn the_rust_sdk_examples_answer() {
     let wafer = Wafer::start();
     for example in ["json-api", "counter", "image-resize"] {
         guest(example);
-        let out = wafer.cli(&["deploy", &format!("examples/{example}")]);
+        let out = wafer.deploy_example(example);
         assert_ok(&out, &format!("deploying examples/{example}"));
     }
 

@@ -10,7 +10,18 @@ use crate::support::{Wafer, error_of, eventually, get, guest, http, status_of};
 
 #[tokio::test]
 async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
-    let wafer = Wafer::start();
+    hostile_guests_fail_alone(&[], "cranelift").await;
+}
+
+/// The same guests on Winch's code (what big components run on until Cranelift's is ready):
+/// its code keeps every limit too, the timeout and CPU slices (epochs), the stack and memory.
+#[tokio::test]
+async fn hostile_guests_fail_alone_on_the_baseline_tier_too() {
+    hostile_guests_fail_alone(&["--compiler", "winch"], "winch").await;
+}
+
+async fn hostile_guests_fail_alone(args: &[&str], compiler: &str) {
+    let wafer = Wafer::start_with(args);
     wafer.deploy_ok("hello", &guest("hello"), "").await;
     let fast = "[limits]\ntimeout = \"2s\"";
     for (name, fixture, manifest) in [
@@ -113,7 +124,9 @@ async fn hostile_guests_fail_alone_and_everyone_else_is_served() {
 
     // Every hostile instance was dropped, and the host's memory stayed bounded.
     for name in ["recurse", "endless", "spin", "grow", "trap"] {
-        assert_eq!(status_of(&wafer, name).await["instances_idle"], 0, "{name}");
+        let status = status_of(&wafer, name).await;
+        assert_eq!(status["instances_idle"], 0, "{name}");
+        assert_eq!(status["compiler"], compiler, "{name}");
     }
     let rss = wafer.rss();
     assert!(rss < 512 << 20, "wafer's RSS is {} MiB", rss >> 20);

@@ -217,6 +217,16 @@ impl Wafer {
             .expect("run wafer")
     }
 
+    /// `wafer deploy examples/NAME`, which builds the example first when it is stale. One at a
+    /// time in this process: two tests building one example at once would write one file.
+    pub fn deploy_example(&self, example: &str) -> Output {
+        static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BUILDING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.cli(&["deploy", &format!("examples/{example}")])
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.sigterm();
