@@ -11,6 +11,8 @@
 //! - `cluster`: one gateway and workers against `wafer up`: the hop's cost, scaling an I/O-bound
 //!   function over workers, what membership costs PostgreSQL.
 //! - `versions`: a traffic split against one version, 1,000 kept versions, schedule lag.
+//! - `tiers`: deploy -> first 200 with tiered compilation, Cranelift alone and `wasmtime serve`;
+//!   latency on each tier, and when the optimized code takes over.
 
 mod cluster;
 mod hostile;
@@ -18,6 +20,7 @@ mod languages;
 mod queue;
 mod serve;
 mod soak;
+mod tiers;
 mod versions;
 mod wafer;
 
@@ -40,6 +43,8 @@ enum Bench {
     Cluster(cluster::Cluster),
     /// A 2-way split against one version, 1,000 kept versions, how late scheduled runs start.
     Versions(versions::Versions),
+    /// Deploy -> first answer on each compiler tier, against `wasmtime serve`.
+    Tiers(tiers::Tiers),
     /// A plain axum hello server (the ceiling `serve` compares against).
     #[command(hide = true)]
     AxumHello(serve::AxumHello),
@@ -55,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Serve(s) => s.run().await,
         Bench::Cluster(c) => c.run().await,
         Bench::Versions(v) => v.run().await,
+        Bench::Tiers(t) => t.run().await,
         Bench::AxumHello(a) => a.run().await,
     }
 }

@@ -89,6 +89,20 @@ impl Wafer {
         Ok(())
     }
 
+    /// The function's `status` from the admin API.
+    pub async fn status(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        let response = reqwest::Client::new()
+            .get(format!("{}/_wafer/v1/functions/{name}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("{name}: {}", response.text().await?);
+        }
+        let info: serde_json::Value = response.json().await?;
+        Ok(info["status"].clone())
+    }
+
     /// Open file descriptors of the process.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
