@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::serve::parse_wrk;
-use crate::wafer::{TOKEN, Wafer, cpu_of, root};
+use crate::wafer::{TOKEN, Wafer, cpu_of, deploy_at, root};
 
 #[derive(clap::Args)]
 pub struct Cluster {
@@ -36,8 +36,8 @@ pub struct Cluster {
 const HELLO: &str = "target/guests/wasm32-wasip2/release/hello.wasm";
 const SLEEP: &str = "target/guests/wasm32-wasip2/release/sleep.wasm";
 
-/// One process of a cluster.
-struct Process(Child, String);
+/// One process of a cluster: the child and the URL it listens on.
+pub struct Process(Child, pub String);
 
 impl Process {
     fn spawn(binary: &Path, args: &[&str]) -> anyhow::Result<Process> {
@@ -63,7 +63,7 @@ impl Process {
         Ok(Process(child, url))
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -76,7 +76,7 @@ impl Drop for Process {
 }
 
 /// A database of its own, on the benchmark's server.
-struct Db {
+pub struct Db {
     server: String,
     name: String,
 }
@@ -105,15 +105,25 @@ impl Db {
 }
 
 /// A gateway and `workers` workers on a fresh database.
-struct Running {
-    db: Db,
-    gateway: Process,
-    workers: Vec<Process>,
+pub struct Running {
+    pub db: Db,
+    pub gateway: Process,
+    pub workers: Vec<Process>,
 }
 
 impl Running {
-    async fn start(binary: &Path, server: &str, workers: usize) -> anyhow::Result<Running> {
-        let db = Db::new(server, "wafer_bench_cluster").await?;
+    pub async fn start(binary: &Path, server: &str, workers: usize) -> anyhow::Result<Running> {
+        Running::start_on(binary, server, "wafer_bench_cluster", workers).await
+    }
+
+    /// As [`Running::start`], on a database called `database`.
+    pub async fn start_on(
+        binary: &Path,
+        server: &str,
+        database: &str,
+        workers: usize,
+    ) -> anyhow::Result<Running> {
+        let db = Db::new(server, database).await?;
         let url = db.url();
         let mut started = Vec::new();
         let data = tempfile::tempdir()?;
@@ -156,8 +166,8 @@ impl Running {
         })
     }
 
-    async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
-        deploy(&self.gateway.1, name, wasm, manifest).await
+    pub async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
+        deploy_at(&self.gateway.1, name, wasm, manifest).await
     }
 
     /// CPU time of the gateway and all workers.
@@ -169,30 +179,6 @@ impl Running {
                 .map(|w| cpu_of(w.pid()))
                 .sum::<Duration>()
     }
-}
-
-async fn deploy(server: &str, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "manifest",
-            reqwest::multipart::Part::text(manifest.to_string())
-                .file_name("wafer.toml")
-                .mime_str("application/toml")?,
-        )
-        .part(
-            "component",
-            reqwest::multipart::Part::bytes(std::fs::read(wasm)?).file_name("c.wasm"),
-        );
-    let response = reqwest::Client::new()
-        .put(format!("{server}/_wafer/v1/functions/{name}"))
-        .bearer_auth(TOKEN)
-        .multipart(form)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("deploy failed: {}", response.text().await?);
-    }
-    Ok(())
 }
 
 /// One wrk run (unpinned: here gateway, worker and wrk share both cores).

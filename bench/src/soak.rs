@@ -2,7 +2,9 @@
 //! rate: HTTP to functions of three kinds, one of them split 50/50 between two versions, a
 //! queue-triggered function, and a schedule firing every second. Samples wafer's RSS, open file
 //! descriptors and the error count every few seconds. Reports errors (target 0), RSS growth from
-//! the first sample after warm-up to the last (target < 5%) and file descriptors (flat).
+//! the first sample after warm-up to the last (target < 5%) and file descriptors (flat). With
+//! `--cluster N` the same mix runs through a gateway and N workers on PostgreSQL, and memory and
+//! descriptors are the sums over those processes (each process's growth is reported too).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 
-use crate::wafer::{Wafer, root};
+use crate::cluster::Running;
+use crate::wafer::{Wafer, admin_at, deploy_at, fds_of, metric_at, root, rss_of};
 
 #[derive(clap::Args)]
 pub struct Soak {
@@ -29,6 +32,68 @@ pub struct Soak {
     /// The wafer binary.
     #[arg(long, default_value = "target/release/wafer")]
     wafer: std::path::PathBuf,
+    /// Soak a cluster instead of `wafer up`: one gateway and this many workers.
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
+    /// The PostgreSQL server the cluster's database is created on.
+    #[arg(
+        long,
+        env = "WAFER_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432"
+    )]
+    database: String,
+}
+
+/// What the soak runs against.
+enum Under {
+    Up(Wafer),
+    Cluster(Running),
+}
+
+impl Under {
+    /// Where calls and admin requests go.
+    fn url(&self) -> &str {
+        match self {
+            Under::Up(wafer) => &wafer.url,
+            Under::Cluster(cluster) => &cluster.gateway.1,
+        }
+    }
+
+    /// Every process, named, with the URL its metrics are at.
+    fn processes(&self) -> Vec<(String, u32, &str)> {
+        match self {
+            Under::Up(wafer) => vec![("wafer up".into(), wafer.pid(), wafer.url.as_str())],
+            Under::Cluster(cluster) => std::iter::once(("gateway".into(), &cluster.gateway))
+                .chain(
+                    (cluster.workers.iter().enumerate())
+                        .map(|(i, w)| (format!("worker {}", i + 1), w)),
+                )
+                .map(|(name, p)| (name, p.pid(), p.1.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Resident memory of each process, in bytes.
+    fn rss(&self) -> Vec<u64> {
+        self.processes().iter().map(|p| rss_of(p.1)).collect()
+    }
+
+    fn fds(&self) -> usize {
+        self.processes().iter().map(|p| fds_of(p.1)).sum()
+    }
+
+    /// One Prometheus sample summed over the processes.
+    async fn metric(&self, sample: &str) -> f64 {
+        let mut sum = 0.0;
+        for (_, _, url) in self.processes() {
+            sum += metric_at(url, sample).await.unwrap_or(0.0);
+        }
+        sum
+    }
+
+    async fn deploy(&self, name: &str, wasm: &std::path::Path, manifest: &str) -> anyhow::Result<()> {
+        deploy_at(self.url(), name, wasm, manifest).await
+    }
 }
 
 const GUESTS: &str = "target/guests/wasm32-wasip2/release";
@@ -60,7 +125,15 @@ impl Counters {
 impl Soak {
     pub async fn run(self) -> anyhow::Result<()> {
         let root = root();
-        let wafer = Wafer::start(&root.join(&self.wafer), &[])?;
+        let binary = root.join(&self.wafer);
+        let wafer = if self.cluster == 0 {
+            Under::Up(Wafer::start(&binary, &[])?)
+        } else {
+            Under::Cluster(
+                Running::start_on(&binary, &self.database, "wafer_bench_soak", self.cluster)
+                    .await?,
+            )
+        };
         let queue = format!(
             "soak-{}",
             std::time::SystemTime::now()
@@ -77,13 +150,13 @@ impl Soak {
                 )
                 .await?;
         }
-        wafer
-            .admin(
-                reqwest::Method::PUT,
-                "/_wafer/v1/functions/hello/traffic",
-                serde_json::json!({"split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}),
-            )
-            .await?;
+        admin_at(
+            wafer.url(),
+            reqwest::Method::PUT,
+            "/_wafer/v1/functions/hello/traffic",
+            serde_json::json!({"split": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}),
+        )
+        .await?;
         // A schedule every second (its function is hello too: any request is a call).
         wafer
             .deploy(
@@ -123,10 +196,11 @@ impl Soak {
                 &format!("[[queue]]\nqueue = \"{queue}\""),
             )
             .await?;
+        let url = wafer.url();
         let urls = Arc::new(vec![
-            format!("{}/hello", wafer.url),
-            format!("{}/api/items/2", wafer.url),
-            format!("{}/calls", wafer.url),
+            format!("{url}/hello"),
+            format!("{url}/api/items/2"),
+            format!("{url}/calls"),
         ]);
 
         // The maximum: the same connections in a closed loop for 10 s, with the same mix.
@@ -139,8 +213,10 @@ impl Soak {
         )
         .await;
         let rate = (max_rate * 0.8).max(10.0);
+        let processes: Vec<String> = wafer.processes().into_iter().map(|p| p.0).collect();
         println!(
-            "max rate {max_rate:.0} req/s; soaking at {rate:.0} req/s for {:?}",
+            "max rate {max_rate:.0} req/s; soaking {} at {rate:.0} req/s for {:?}",
+            processes.join(", "),
             self.duration
         );
         println!(
@@ -229,8 +305,7 @@ impl Soak {
                 let rss = wafer.rss();
                 let acked = wafer
                     .metric(&format!("wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"))
-                    .await
-                    .unwrap_or(0.0);
+                    .await;
                 let row = Sample {
                     t: started.elapsed().as_secs(),
                     rss,
@@ -239,7 +314,7 @@ impl Soak {
                 println!(
                     "| {} | {:.1} | {} | {} | {} | {} | {} | {} |",
                     row.t,
-                    row.rss as f64 / (1 << 20) as f64,
+                    mib(row.rss.iter().sum()),
                     row.fds,
                     counters.sent.load(Ordering::Relaxed),
                     counters.errors.load(Ordering::Relaxed),
@@ -258,16 +333,16 @@ impl Soak {
         let _ = publishing.acquire_many(512).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let warm = samples.iter().find(|s| s.t >= 30).or(samples.first());
-        let (warm, warm_fds) = warm.map_or((0, 0), |s| (s.rss, s.fds));
-        let last = wafer.rss();
+        let (warm_each, warm_fds) = warm.map_or((vec![], 0), |s| (s.rss.clone(), s.fds));
+        let last_each = wafer.rss();
+        let (warm, last): (u64, u64) = (warm_each.iter().sum(), last_each.iter().sum());
         let fds = samples.iter().map(|s| s.fds);
         let (least_fds, most_fds) = (fds.clone().min().unwrap_or(0), fds.max().unwrap_or(0));
         let acked = wafer
             .metric(&format!(
                 "wafer_queue_messages_succeeded_total{{function=\"orders\",queue=\"{queue}\"}}"
             ))
-            .await
-            .unwrap_or(0.0);
+            .await;
         println!(
             "\n{} requests ({} queue messages, {} acked), {} errors, {} skipped by the load generator; RSS {:.1} MiB after warm-up, {:.1} MiB at the end: {:+.1}%",
             counters.sent.load(Ordering::Relaxed),
@@ -275,10 +350,20 @@ impl Soak {
             acked,
             counters.errors.load(Ordering::Relaxed),
             counters.skipped.load(Ordering::Relaxed),
-            warm as f64 / (1 << 20) as f64,
-            last as f64 / (1 << 20) as f64,
-            (last as f64 / warm.max(1) as f64 - 1.0) * 100.0
+            mib(warm),
+            mib(last),
+            growth(warm, last)
         );
+        if processes.len() > 1 {
+            for ((name, warm), last) in processes.iter().zip(&warm_each).zip(&last_each) {
+                println!(
+                    "  {name}: RSS {:.1} MiB after warm-up, {:.1} MiB at the end: {:+.1}%",
+                    mib(*warm),
+                    mib(*last),
+                    growth(*warm, *last)
+                );
+            }
+        }
         println!(
             "skipped queue messages: {}",
             counters.skipped_publishes.load(Ordering::Relaxed)
@@ -305,21 +390,31 @@ impl Soak {
     }
 }
 
-/// One sample of the server process.
+/// One sample of the server's processes.
 struct Sample {
     t: u64,
-    rss: u64,
+    /// Resident memory of each process.
+    rss: Vec<u64>,
+    /// Open file descriptors of all of them.
     fds: usize,
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Growth from `from` to `to`, in percent.
+fn growth(from: u64, to: u64) -> f64 {
+    (to as f64 / from.max(1) as f64 - 1.0) * 100.0
+}
+
 /// Runs of the every-second schedule with this outcome so far.
-async fn scheduled_runs(wafer: &Wafer, outcome: &str) -> u64 {
+async fn scheduled_runs(wafer: &Under, outcome: &str) -> u64 {
     wafer
         .metric(&format!(
             "wafer_schedule_runs_total{{function=\"tick\",outcome=\"{outcome}\",schedule=\"schedule-1\"}}"
         ))
-        .await
-        .unwrap_or(0.0) as u64
+        .await as u64
 }
 
 /// Publishes one order for order-processor; true once the broker confirmed it.

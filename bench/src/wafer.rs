@@ -77,16 +77,7 @@ impl Wafer {
         path: &str,
         body: serde_json::Value,
     ) -> anyhow::Result<()> {
-        let response = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("{path}: {}", response.text().await?);
-        }
-        Ok(())
+        admin_at(&self.url, method, path, body).await
     }
 
     /// The function's `status` from the admin API.
@@ -105,32 +96,12 @@ impl Wafer {
 
     /// Open file descriptors of the process.
     pub fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+        fds_of(self.child.id())
     }
 
     /// Deploys `wasm` as `name` with a TOML manifest.
     pub async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "manifest",
-                reqwest::multipart::Part::text(manifest.to_string())
-                    .file_name("wafer.toml")
-                    .mime_str("application/toml")?,
-            )
-            .part(
-                "component",
-                reqwest::multipart::Part::bytes(std::fs::read(wasm)?).file_name("c.wasm"),
-            );
-        let response = reqwest::Client::new()
-            .put(format!("{}/_wafer/v1/functions/{name}", self.url))
-            .bearer_auth(TOKEN)
-            .multipart(form)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("deploy failed: {}", response.text().await?);
-        }
-        Ok(())
+        deploy_at(&self.url, name, wasm, manifest).await
     }
 
     /// Resident memory of the wafer process, in bytes.
@@ -144,14 +115,7 @@ impl Wafer {
 
     /// One Prometheus sample's value (0 if absent).
     pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
-        let text = reqwest::get(format!("{}/_wafer/metrics", self.url))
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-            .unwrap_or(0.0))
+        metric_at(&self.url, sample).await
     }
 }
 
@@ -160,6 +124,67 @@ impl Drop for Wafer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends an admin request with a JSON body to the server at `url`; fails unless it succeeds.
+pub async fn admin_at(
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("{path}: {}", response.text().await?);
+    }
+    Ok(())
+}
+
+/// Deploys `wasm` as `name` with a TOML manifest through the admin API at `url`.
+pub async fn deploy_at(url: &str, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "manifest",
+            reqwest::multipart::Part::text(manifest.to_string())
+                .file_name("wafer.toml")
+                .mime_str("application/toml")?,
+        )
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(std::fs::read(wasm)?).file_name("c.wasm"),
+        );
+    let response = reqwest::Client::new()
+        .put(format!("{url}/_wafer/v1/functions/{name}"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("deploy failed: {}", response.text().await?);
+    }
+    Ok(())
+}
+
+/// One Prometheus sample's value from the server at `url` (0 if absent).
+pub async fn metric_at(url: &str, sample: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{url}/_wafer/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Open file descriptors of a process (0 if it is gone).
+pub fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// Resident memory of a process, in bytes (0 if it is gone).
