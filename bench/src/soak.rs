@@ -91,7 +91,12 @@ impl Under {
         sum
     }
 
-    async fn deploy(&self, name: &str, wasm: &std::path::Path, manifest: &str) -> anyhow::Result<()> {
+    async fn deploy(
+        &self,
+        name: &str,
+        wasm: &std::path::Path,
+        manifest: &str,
+    ) -> anyhow::Result<()> {
         deploy_at(self.url(), name, wasm, manifest).await
     }
 }

@@ -94,11 +94,6 @@ impl Wafer {
         Ok(info["status"].clone())
     }
 
-    /// Open file descriptors of the process.
-    pub fn fds(&self) -> usize {
-        fds_of(self.child.id())
-    }
-
     /// Deploys `wasm` as `name` with a TOML manifest.
     pub async fn deploy(&self, name: &str, wasm: &Path, manifest: &str) -> anyhow::Result<()> {
         deploy_at(&self.url, name, wasm, manifest).await
