@@ -246,6 +246,14 @@ impl Components {
     /// disk refuses the artifact the code is still returned: it serves from memory, and a
     /// restart compiles it again.
     pub(crate) fn optimize(&self, digest: &str) -> Result<Compiled, DeployError> {
+        // First the baseline artifact a deploy left unwritten, so that a restart during the
+        // optimizing compile serves at once.
+        let held = self.loaded.get(digest).map(|held| held.clone());
+        if let Some(baseline) = held.filter(|held| self.is_baseline(held))
+            && let Err(e) = self.store_artifact(digest, &baseline)
+        {
+            tracing::warn!(digest, error = %e, "baseline code could not be stored; a restart compiles it again");
+        }
         let bytes = self.read_source(digest)?;
         let compiled = match optimizer() {
             Some(pool) => pool.install(|| self.compile(&bytes))?,
@@ -336,6 +344,28 @@ impl Components {
         bytes: &[u8],
         compiled: &Compiled,
     ) -> Result<(), DeployError> {
+        self.store_source(digest, bytes)?;
+        self.store_artifact(digest, compiled)?;
+        self.hold(digest, compiled);
+        Ok(())
+    }
+
+    /// Stores the bytes of a component that passed validation, and holds its code in memory
+    /// without writing its artifact yet: for baseline code, whose artifact [`Self::optimize`]
+    /// writes in the background (a deploy need not wait for 50 MB of code that only a restart
+    /// in the next seconds would read).
+    pub(crate) fn store_source_only(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+        compiled: &Compiled,
+    ) -> Result<(), DeployError> {
+        self.store_source(digest, bytes)?;
+        self.hold(digest, compiled);
+        Ok(())
+    }
+
+    fn store_source(&self, digest: &str, bytes: &[u8]) -> Result<(), DeployError> {
         let source = self.source_path(digest);
         if !source.exists() {
             disk::atomic_write(&source, bytes).map_err(DeployError::io(format!(
@@ -343,6 +373,10 @@ impl Components {
                 source.display()
             )))?;
         }
+        Ok(())
+    }
+
+    fn store_artifact(&self, digest: &str, compiled: &Compiled) -> Result<(), DeployError> {
         let baseline = self.is_baseline(compiled);
         let artifact = self.artifact_path(digest, compiled.kind(), baseline);
         if !artifact.exists() {
@@ -358,7 +392,13 @@ impl Components {
             // The optimized artifact supersedes the baseline one.
             let _ = std::fs::remove_file(self.artifact_path(digest, compiled.kind(), true));
         }
-        // Never replace optimized code with baseline code.
+        Ok(())
+    }
+
+    /// Keeps `compiled` as the code in memory for `digest`, but never replaces optimized code
+    /// with baseline code.
+    fn hold(&self, digest: &str, compiled: &Compiled) {
+        let baseline = self.is_baseline(compiled);
         self.loaded
             .entry(digest.to_string())
             .and_modify(|held| {
@@ -367,7 +407,6 @@ impl Components {
                 }
             })
             .or_insert_with(|| compiled.clone());
-        Ok(())
     }
 
     /// The code with this digest if it is compiled already (in memory or on disk).

@@ -186,7 +186,11 @@ async fn a_big_component_serves_on_baseline_code_until_its_optimized_code_takes_
     );
     let (listed, list) = wafer_list(&wafer);
     assert!(listed && list.contains("wasi:http 0.2 (winch)"), "{list}");
-    assert_eq!(artifacts().len(), 1, "the baseline artifact");
+    // The baseline artifact, which the background thread writes before it starts compiling.
+    eventually(Duration::from_secs(60), "the baseline artifact", || async {
+        artifacts().len() == 1
+    })
+    .await;
     assert!(wafer.terminate().success(), "{}", wafer.stderr());
 
     let mut wafer = Wafer::start_in(&data, &[]);
