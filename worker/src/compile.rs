@@ -10,8 +10,8 @@
 //!   files this worker wrote itself (deserializing is `unsafe` for anything else).
 //!
 //! With tiered compilation there are two engines, so two kinds of artifact: the baseline one
-//! (Winch) written at deploy, and the optimized one (Cranelift) that replaces it when the
-//! background compile is done. A restart loads the optimized artifact if there is one.
+//! (Winch), written in the background just after a deploy, and the optimized one (Cranelift)
+//! that replaces it when the background compile is done. A restart loads the optimized artifact if there is one.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -337,7 +337,10 @@ fn optimizer() -> Option<&'static rayon::ThreadPool> {
 }
 
 impl Components {
-    /// Stores the bytes and the compiled artifact of code that passed validation.
+    /// Stores the bytes and the compiled artifact of code that passed validation, and holds the
+    /// code in memory. Baseline code's artifact is left to [`Self::optimize`], which writes it in
+    /// the background before it compiles: a deploy need not wait for 50 MB of code that only a
+    /// restart in the next seconds would read.
     pub(crate) fn store(
         &self,
         digest: &str,
@@ -345,22 +348,9 @@ impl Components {
         compiled: &Compiled,
     ) -> Result<(), DeployError> {
         self.store_source(digest, bytes)?;
-        self.store_artifact(digest, compiled)?;
-        self.hold(digest, compiled);
-        Ok(())
-    }
-
-    /// Stores the bytes of a component that passed validation, and holds its code in memory
-    /// without writing its artifact yet: for baseline code, whose artifact [`Self::optimize`]
-    /// writes in the background (a deploy need not wait for 50 MB of code that only a restart
-    /// in the next seconds would read).
-    pub(crate) fn store_source_only(
-        &self,
-        digest: &str,
-        bytes: &[u8],
-        compiled: &Compiled,
-    ) -> Result<(), DeployError> {
-        self.store_source(digest, bytes)?;
+        if !self.is_baseline(compiled) {
+            self.store_artifact(digest, compiled)?;
+        }
         self.hold(digest, compiled);
         Ok(())
     }

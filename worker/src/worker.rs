@@ -481,14 +481,10 @@ impl Inner {
         }
         let compiled = self.components.compile_first(component)?;
         self.linkers_for(&compiled).link(&compiled)?;
+        self.components.store(&digest, component, &compiled)?;
+        // Only now: the background compile reads the stored bytes.
         if self.components.is_baseline(&compiled) {
-            self.components
-                .store_source_only(&digest, component, &compiled)?;
-            // Only now: the background compile reads the stored bytes (and writes the baseline
-            // artifact first).
             self.optimize_later(&digest);
-        } else {
-            self.components.store(&digest, component, &compiled)?;
         }
         Ok(digest)
     }

@@ -39,9 +39,7 @@ pub struct WorkerCommand {
     /// The cluster's token: gateways send it, and nothing else runs functions here (required).
     #[arg(long, env = "WAFER_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// How wasm becomes machine code: `tiered` (components of 1 MiB or more serve at once on
-    /// Winch's baseline code while Cranelift optimizes them in the background), `cranelift`
-    /// (optimized code before the first call) or `winch` (baseline code only, fastest deploys).
+    /// How wasm becomes machine code: tiered, cranelift or winch (see `wafer up --compiler`).
     #[arg(long, default_value_t = Compiler::default(), value_parser = Compiler::parse)]
     compiler: Compiler,
     /// Compiled code kept in memory (see `wafer up --code-memory`).

@@ -129,7 +129,7 @@ const codeState = (f) => (!f.status ? "not loaded" : f.status.code_loaded ? "loa
 
 // Which tier the code in memory is (absent while evicted, and from older servers).
 const compilerText = (s) =>
-  !s || !s.compiler ? dash : s.compiler === "winch" ? "Winch (baseline; Cranelift optimizing)" : "Cranelift";
+  !s || !s.compiler ? dash : s.compiler === "winch" ? "Winch (baseline code)" : "Cranelift";
 
 function instances(f) {
   return f.status ? `${f.status.instances_idle} / ${f.status.instances_busy}` : dash;
