@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::wafer::{Wafer, cpu_of, root, sequential_latencies, wait_for};
+use crate::wafer::{Wafer, cpu_of, root, sequential_latencies, until_200};
 
 #[derive(clap::Args)]
 pub struct Serve {
@@ -125,7 +125,7 @@ impl Serve {
             )
             .await?;
             let deploy =
-                deploy_to_200(&Wafer::start(&wafer_bin, &[])?, "hello-p3", &hello_p3).await?;
+                deploy_to_200(&Wafer::start(&wafer_bin, &[])?, "hello-p3", &hello_p3, "").await?;
             println!(
                 "\n| hello-p3: deploy -> first 200, new component (compiles) | {} |",
                 ms(deploy)
@@ -467,24 +467,18 @@ async fn deploy_and_restart(wafer_bin: &Path, hello: &Path) -> anyhow::Result<()
     let data = tempfile::tempdir()?;
     let (first, again, hundred) = {
         let wafer = Wafer::start_in(wafer_bin, data.path(), &[], None)?;
-        let first = deploy_to_200(&wafer, "first", hello).await?;
+        let first = deploy_to_200(&wafer, "first", hello, "").await?;
         let mut again = Vec::new();
         for i in 0..100 {
-            again.push(deploy_to_200(&wafer, &format!("f{i}"), hello).await?);
+            again.push(deploy_to_200(&wafer, &format!("f{i}"), hello, "").await?);
         }
         again.sort();
         (first, again[again.len() / 2], again[again.len() * 99 / 100])
     };
     let started = Instant::now();
     let wafer = Wafer::start_in(wafer_bin, data.path(), &[], None)?;
-    let client = reqwest::Client::new();
     for i in 0..100 {
-        let url = format!("{}/f{i}", wafer.url);
-        wait_for(Duration::from_secs(60), || {
-            let request = client.get(&url).send();
-            async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-        })
-        .await?;
+        until_200(&format!("{}/f{i}", wafer.url), Duration::from_secs(60)).await?;
     }
     let restart = started.elapsed();
     drop(wafer);
@@ -509,7 +503,7 @@ async fn deploy_and_restart(wafer_bin: &Path, hello: &Path) -> anyhow::Result<()
 }
 
 /// A peer server under test.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     url: String,
 }
@@ -522,13 +516,10 @@ impl Server {
             .spawn()
             .context("failed to start a peer server")?;
         let url = format!("http://127.0.0.1:{port}/");
-        let client = reqwest::Client::new();
-        wait_for(Duration::from_secs(60), || {
-            let request = client.get(&url).send();
-            async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-        })
-        .await
-        .context("the peer server never answered")?;
+        // `wasmtime serve` compiles the whole component before it listens: seconds for a big one.
+        until_200(&url, Duration::from_secs(600))
+            .await
+            .context("the peer server never answered")?;
         Ok(Server { child, url })
     }
 
@@ -546,7 +537,7 @@ impl Drop for Server {
 
 /// `wasmtime serve` (pooling allocator on, `wasi:cli` linked) on `component` with `extra` flags,
 /// pinned to the server's core if `pinned`.
-async fn wasmtime_serve(
+pub(crate) async fn wasmtime_serve(
     wasmtime: &Path,
     component: &Path,
     extra: &[&str],
@@ -625,17 +616,18 @@ fn parse_wrk_duration(v: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-/// Time from starting a deploy to the function's first 200.
-async fn deploy_to_200(wafer: &Wafer, name: &str, wasm: &Path) -> anyhow::Result<Duration> {
+/// Time from starting a deploy to the function's first 200: what a user waits from `wafer
+/// deploy` to their first answer.
+pub(crate) async fn deploy_to_200(
+    wafer: &Wafer,
+    name: &str,
+    wasm: &Path,
+    manifest: &str,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    wafer.deploy(name, wasm, "").await?;
-    let url = format!("{}/{name}", wafer.url);
-    let client = reqwest::Client::new();
-    wait_for(Duration::from_secs(30), || {
-        let request = client.get(&url).send();
-        async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await?;
+    wafer.deploy(name, wasm, manifest).await?;
+    // A big component compiled with Cranelift alone takes seconds.
+    until_200(&format!("{}/{name}", wafer.url), Duration::from_secs(600)).await?;
     Ok(started.elapsed())
 }
 

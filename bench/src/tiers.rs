@@ -4,11 +4,12 @@
 //! calls on each tier; and how long until the optimized code takes over.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::serve::{deploy_to_200, wasmtime_serve};
 use crate::wafer::{Wafer, root, sequential_latencies, wait_for};
 
 #[derive(clap::Args)]
@@ -74,7 +75,8 @@ impl Tiers {
             // of another row on the CPU.
             let tiered = Wafer::start(&wafer_bin, &[])?;
             let name = format!("t{i}");
-            let first = deploy_to_first_200(&tiered, &name, &component, example.manifest).await?;
+            let deployed = Instant::now();
+            let first = deploy_to_200(&tiered, &name, &component, example.manifest).await?;
             let on_baseline = compiler(&tiered, &name).await? == "winch";
             let baseline_latency = if on_baseline {
                 let l =
@@ -90,7 +92,7 @@ impl Tiers {
                 })
                 .await
                 .context("the optimized code never took over")?;
-                Some(first.started.elapsed())
+                Some(deployed.elapsed())
             } else {
                 None
             };
@@ -100,9 +102,7 @@ impl Tiers {
 
             let cranelift = Wafer::start(&wafer_bin, &["--compiler", "cranelift"])?;
             let cranelift_first =
-                deploy_to_first_200(&cranelift, &name, &component, example.manifest)
-                    .await?
-                    .took;
+                deploy_to_200(&cranelift, &name, &component, example.manifest).await?;
             drop(cranelift);
 
             let serve_first = serve_to_first_200(&wasmtime, &component).await?;
@@ -111,10 +111,10 @@ impl Tiers {
                 "| {} | {:.1} MB | {} | {} | {} | {:.1}x | {} | {} | {} / {} |",
                 example.name,
                 size as f64 / 1e6,
-                secs(first.took),
+                secs(first),
                 secs(cranelift_first),
                 secs(serve_first),
-                serve_first.as_secs_f64() / first.took.as_secs_f64(),
+                serve_first.as_secs_f64() / first.as_secs_f64(),
                 takeover.map_or("(Cranelift from the start)".into(), secs),
                 baseline_latency.map_or("-".into(), |(p50, p99)| format!(
                     "{} / {}",
@@ -129,69 +129,12 @@ impl Tiers {
     }
 }
 
-struct FirstAnswer {
-    started: Instant,
-    took: Duration,
-}
-
-/// Deploys and GETs the function until it answers 200 (the first GET does, once the deploy has
-/// returned): the time a user waits from `wafer deploy` to their first answer.
-async fn deploy_to_first_200(
-    wafer: &Wafer,
-    name: &str,
-    component: &Path,
-    manifest: &str,
-) -> anyhow::Result<FirstAnswer> {
-    let started = Instant::now();
-    wafer.deploy(name, component, manifest).await?;
-    let client = reqwest::Client::new();
-    let url = format!("{}/{name}", wafer.url);
-    wait_for(Duration::from_secs(600), || {
-        let request = client.get(&url).send();
-        async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await?;
-    Ok(FirstAnswer {
-        started,
-        took: started.elapsed(),
-    })
-}
-
-/// Starts `wasmtime serve` on `component` and GETs until it answers 200: it compiles the whole
-/// component before it listens.
+/// Starts `wasmtime serve` on `component` (unpinned, like wafer here) until its first 200: it
+/// compiles the whole component before it listens.
 async fn serve_to_first_200(wasmtime: &Path, component: &Path) -> anyhow::Result<Duration> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let started = Instant::now();
-    let child = Command::new(wasmtime)
-        .args(["serve", "-O", "pooling-allocator=y", "-S", "cli", "--addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(component)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("failed to start {}", wasmtime.display()))?;
-    let _server = Killed(child);
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/");
-    wait_for(Duration::from_secs(600), || {
-        let request = client.get(&url).send();
-        async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await
-    .context("wasmtime serve never answered")?;
+    let _server = wasmtime_serve(wasmtime, component, &[], false).await?;
     Ok(started.elapsed())
-}
-
-/// Kills the process when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Which compiler made the function's code in memory.

@@ -244,6 +244,17 @@ pub async fn sequential_latencies(
     Ok((samples[n / 2], samples[(n * 99 / 100).min(n - 1)]))
 }
 
+/// GETs `url` until it answers 2xx, for up to `timeout` (a server that compiles before it listens
+/// may take many seconds).
+pub async fn until_200(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    wait_for(timeout, || {
+        let request = client.get(url).send();
+        async move { Ok(request.await.is_ok_and(|r| r.status().is_success())) }
+    })
+    .await
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn wait_for<F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<()>
 where
